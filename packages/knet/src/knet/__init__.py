@@ -13,6 +13,8 @@ docs/knet.md for the guide.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from knet._compress import CompressionConfig, CompressionModel
 from knet._core import HostStatus, KnetCore, LinkStatus, TxFilter
 from knet._crypto import KEY_MAX_BYTES, KEY_MIN_BYTES, Cipher, CryptoConfig
@@ -46,8 +48,25 @@ from knet._options import (
     LinkOptions,
     LinkPolicy,
 )
-from knet._trio import KnetHandle, new_instance_id, open_handle
 from knet._wire import WIRE_VERSION
+
+if TYPE_CHECKING:
+    from knet._trio import KnetHandle, new_instance_id, open_handle
+
+# The trio driver is loaded on first use, so ``import knet._core`` (the sans-IO core)
+# and knet.testing never import trio or socket.
+_DRIVER_NAMES = frozenset({"KnetHandle", "new_instance_id", "open_handle"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DRIVER_NAMES:
+        from knet import _trio
+
+        value = getattr(_trio, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'knet' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_PING_INTERVAL_MS",

@@ -20,7 +20,12 @@ from typing import Any
 import attrs
 
 from knet._compress import CompressionConfig, CompressionModel, Compressor, decompress_untrusted
-from knet._crypto import AuthenticationFailed, CryptoConfig, PacketSealer, make_nonce
+from knet._crypto import (
+    AuthenticationFailed,
+    CryptoConfig,
+    PacketSealer,
+    ReplayWindow,
+)
 from knet._errors import ConfigError, CryptoError, HostError, KnetError, LinkError, MalformedPacket
 from knet._events import (
     Datagram,
@@ -57,15 +62,15 @@ from knet._wire import (
     DATA_HEADER,
     HEADER,
     HEADER_SIZE,
+    PING_BODY,
     PROBE,
-    TIMESTAMP,
     WIRE_VERSION,
     PacketType,
     UnsupportedVersion,
     decode_data_untrusted,
     decode_header_untrusted,
+    decode_ping_untrusted,
     decode_pmtud_untrusted,
-    decode_timestamp_untrusted,
 )
 
 __all__ = ["DEFAULT_LOG_INTERVAL_NS", "HostStatus", "KnetCore", "LinkStatus", "TxFilter"]
@@ -83,6 +88,7 @@ _PING = int(PacketType.PING)
 _PONG = int(PacketType.PONG)
 _PMTUD = int(PacketType.PMTUD)
 _PMTUD_REPLY = int(PacketType.PMTUD_REPLY)
+_RR = LinkPolicy.RR
 
 
 @attrs.frozen(slots=True)
@@ -165,6 +171,11 @@ class KnetCore:
         self._perf = perf_counter_ns
         self._defrag_buffers = defrag_buffers
         self._hosts: dict[int, Host] = {}
+        # Per-peer crypto state of removed hosts, restored if the host is added again:
+        # the TX counter (part of the nonce: restarting it under the same instance and
+        # key would reuse nonces) and the replay window (a fresh one would accept a
+        # recorded packet of the peer's current instance).
+        self._removed_peer_state: dict[int, tuple[int, ReplayWindow]] = {}
         self._paths: dict[Address, dict[tuple[str, int], Link]] = {}
         self._channels: set[int] = set()
         self._filter: TxFilter | None = None
@@ -188,13 +199,21 @@ class KnetCore:
 
     def drain(self) -> Output:
         """Everything produced since the last call, as one immutable batch."""
-        if not (self._datagrams or self._events or self._logs):
+        datagrams, events, logs = self._datagrams, self._events, self._logs
+        if not (datagrams or events or logs):
             return _EMPTY
-        out = Output(tuple(self._datagrams), tuple(self._events), tuple(self._logs))
-        self._datagrams.clear()
-        self._events.clear()
-        self._logs.clear()
-        return out
+        self._datagrams, self._events, self._logs = [], [], []
+        return Output(tuple(datagrams), tuple(events), tuple(logs))
+
+    def take_datagrams(self) -> tuple[Datagram, ...] | None:
+        """The drivers' shortcut after ``send``: the pending datagrams, if datagrams are
+        all there is to drain (None otherwise: call ``drain``). Saves building an
+        :class:`Output` for every packet sent."""
+        if self._events or self._logs:
+            return None
+        datagrams = self._datagrams
+        self._datagrams = []
+        return tuple(datagrams)
 
     def next_deadline(self) -> int | None:
         """When ``handle_timeouts`` must be called next (None: nothing scheduled)."""
@@ -226,12 +245,17 @@ class KnetCore:
             is_loopback=host_id == self.host_id,
             defrag_buffers=self._defrag_buffers,
         )
+        saved = self._removed_peer_state.pop(host_id, None)
+        if saved is not None:
+            host = self._hosts[host_id]
+            host.tx_counter, host.replay = saved
 
     def remove_host(self, host_id: int) -> None:
         host = self._host(host_id)
         for link_id in sorted(host.links):
             self.clear_link(host_id, link_id, self._now)
         del self._hosts[host_id]
+        self._removed_peer_state[host_id] = (host.tx_counter, host.replay)
 
     def set_host_policy(self, host_id: int, policy: LinkPolicy) -> None:
         host = self._host(host_id)
@@ -465,7 +489,8 @@ class KnetCore:
         self._now = now
         if len(payload) > MAX_PAYLOAD:
             raise KnetError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
-        _check_channel(channel)
+        if type(channel) is not int or not 0 <= channel < MAX_CHANNELS:
+            _check_channel(channel)  # raises the precise error
         if hosts is None:
             chosen = self._filter(payload, channel, None) if self._filter else None
             if chosen is not None and not chosen:
@@ -473,9 +498,19 @@ class KnetCore:
                 return 0
             targets = self._hosts.values() if chosen is None else self._hosts_of(chosen)
         else:
-            targets = self._hosts_of(hosts)
+            hosts_map = self._hosts
+            targets = []
+            for host_id in hosts:
+                try:
+                    targets.append(hosts_map[host_id])
+                except (KeyError, TypeError):
+                    self._host(host_id)  # raises the precise error
 
-        compressed_model, body = self._compress(payload)
+        if self._compressor.model is CompressionModel.NONE:  # the common case, inlined
+            self._stats.tx_uncompressed_packets += 1
+            compressed_model, body = 0, payload
+        else:
+            compressed_model, body = self._compress(payload)
         self._data_seq = seq = (self._data_seq + 1) & 0xFFFFFFFF
         fragments: list[bytes] | None = None
         sent = 0
@@ -485,12 +520,15 @@ class KnetCore:
                     self._events.append(DataReceived(self.host_id, channel, bytes(payload)))
                 sent += 1
                 continue
-            links = host.links_for_send()
+            links = host.active_links if host.policy is not _RR else host.links_for_send()
             if not links:
                 self._stats.tx_no_active_links += 1
                 continue
             if fragments is None:
-                fragments = split(body, self._fragment_size(len(body)))
+                if len(body) <= self._data_mtu:
+                    fragments = [body]
+                else:
+                    fragments = split(body, self._fragment_size(len(body)))
             count = len(fragments)
             for link in links:
                 stats = link.stats
@@ -538,10 +576,8 @@ class KnetCore:
             sealer = self._sealers[slot]
             perf = self._perf
             started = perf() if perf else 0
-            nonce = make_nonce(
-                sealer.nonce_size, self.host_id, host.host_id, self.instance, counter
-            )
-            data = header + sealer.seal(header, nonce, body)
+            nonce = sealer.make_nonce(self.host_id, host.host_id, self.instance, counter)
+            data = sealer.seal_packet(header, nonce, body)
             stats = self._stats
             stats.tx_crypt_packets += 1
             stats.tx_crypt_byte_overhead += sealer.overhead
@@ -648,10 +684,12 @@ class KnetCore:
                     )
                 return
             body = data[HEADER_SIZE:]
-        if instance != host.peer_instance:
-            if host.peer_instance is not None:
-                self._log(LogLevel.INFO, "host restarted (new instance)", host=src_host)
-            host.peer_restarted(instance)
+        if instance != host.peer_instance and not self._adopt_instance(
+            host, link, ptype, body, slot, instance, counter, now
+        ):
+            return
+        if slot:
+            host.replay.accept(instance, counter)
 
         size = len(data)
         stats = link.stats
@@ -662,14 +700,16 @@ class KnetCore:
         elif ptype == _PING:
             stats.rx_ping_packets += 1
             stats.rx_ping_bytes += size
-            decode_timestamp_untrusted(body)
+            decode_ping_untrusted(body)
             stats.tx_pong_packets += 1
             stats.tx_pong_bytes += self._emit(host, link, _PONG, body)
         elif ptype == _PONG:
             stats.rx_pong_packets += 1
             stats.rx_pong_bytes += size
-            sent_at = decode_timestamp_untrusted(body)
-            if link.on_pong(sent_at, now):
+            sent_at, pinger = decode_ping_untrusted(body)
+            if pinger != self.instance:
+                stats.rx_late_pongs += 1  # answers a ping of an earlier run of ours
+            elif link.on_pong(sent_at, now):
                 self._link_came_up(link, now)
         elif ptype == _PMTUD:
             stats.rx_pmtu_packets += 1
@@ -712,15 +752,19 @@ class KnetCore:
         started = perf() if perf else 0
         # The header names the sender's slot; our slot numbers may differ during a key
         # change, so fall back to the other installed key.
-        candidates = [self._sealers[slot]] if slot in self._sealers else []
-        candidates += [s for n, s in sorted(self._sealers.items()) if n != slot]
+        sealers = self._sealers
+        primary = sealers.get(slot)
+        if primary is not None and len(sealers) == 1:
+            candidates: Sequence[PacketSealer] = (primary,)  # one key: no list per packet
+        else:
+            candidates = [primary] if primary is not None else []
+            candidates += [s for n, s in sorted(sealers.items()) if n != slot]
         for sealer in candidates:
-            nonce = make_nonce(sealer.nonce_size, host.host_id, self.host_id, instance, counter)
+            nonce = sealer.make_nonce(host.host_id, self.host_id, instance, counter)
             try:
                 body = sealer.open(header, nonce, sealed)
             except AuthenticationFailed:
                 continue
-            host.replay.accept(instance, counter, allow_older=allow_older)
             stats = self._stats
             stats.rx_crypt_packets += 1
             if perf:
@@ -741,15 +785,59 @@ class KnetCore:
             )
         return None
 
+    def _adopt_instance(
+        self,
+        host: Host,
+        link: Link,
+        ptype: int,
+        body: bytes,
+        slot: int,
+        instance: int,
+        counter: int,
+        now: int,
+    ) -> bool:
+        """A packet from an instance of the peer we have not verified (first contact
+        or a restart). Returns True once the packet may be handled normally.
+
+        Only a pong that answers one of *our* pings of this run (our instance id,
+        echoed, and a recent timestamp) proves the instance is alive now; until then
+        pings are answered (harmless) and everything else is dropped. So a packet
+        recorded earlier and replayed to us after our own restart, or an old
+        incarnation's straggler, can never be delivered or reset the receive state.
+        """
+        if ptype == _PING:
+            return True  # answer it; pongs carry our state only in what they echo
+        if ptype == _PONG:
+            sent_at, pinger = decode_ping_untrusted(body)
+            fresh = (
+                pinger == self.instance
+                and sent_at <= now
+                and now - sent_at <= link.options.ping_timeout_ns
+            )
+            older = host.peer_instance is not None and instance < host.peer_instance
+            if fresh and not (older and host.reachable):
+                if host.peer_instance is not None:
+                    self._log(LogLevel.INFO, "host restarted (new instance)", host=host.host_id)
+                host.peer_restarted(instance)
+                if slot:
+                    # Every counter up to this one predates our proof of life: refuse them.
+                    host.replay.start_instance(instance, counter)
+                return True
+        self._stats.rx_unverified_instance += 1
+        return False
+
     def _receive_data(self, host: Host, link: Link, body: bytes, now: int) -> None:
         head, fragment = decode_data_untrusted(body)
         seq = head.data_seq
-        if host.dedup.is_duplicate(seq):
-            link.stats.rx_duplicates += 1
-            return
-        if head.frag_count == 1:
+        if head.frag_count == 1:  # the common case: check and mark in one step
+            if not host.dedup.mark_new(seq):
+                link.stats.rx_duplicates += 1
+                return
             payload = fragment
         else:
+            if host.dedup.is_duplicate(seq):
+                link.stats.rx_duplicates += 1
+                return
             reassembler = host.reassembler
             evicted, expired = reassembler.evicted, reassembler.expired
             whole = reassembler.add(seq, head.frag_index, head.frag_count, fragment, now)
@@ -758,7 +846,7 @@ class KnetCore:
             if whole is None:
                 return
             payload = whole
-        host.dedup.mark(seq)
+            host.dedup.mark(seq)
         if head.compression:
             payload = self._decompress(head.compression, payload)
         channel = head.channel
@@ -833,7 +921,9 @@ class KnetCore:
                 if link.ping_due(now):
                     stats = link.stats
                     stats.tx_ping_packets += 1
-                    stats.tx_ping_bytes += self._emit(host, link, _PING, TIMESTAMP.pack(now))
+                    stats.tx_ping_bytes += self._emit(
+                        host, link, _PING, PING_BODY.pack(now, self.instance)
+                    )
                     link.ping_sent(now)
                 if link.is_up and link.manual_mtu is None:
                     self._pmtud_timer(link, now)

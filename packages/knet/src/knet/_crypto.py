@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import importlib
 import struct
 from collections.abc import Callable
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 import nacl.bindings
@@ -160,6 +161,60 @@ def _aead_for(cipher: Cipher) -> tuple[_AeadFunc, _AeadFunc, int, int]:
     raise CryptoError(f"cipher {cipher.value!r} cannot seal packets")
 
 
+def _load_sodium() -> tuple[Any, Any] | None:
+    """PyNaCl's cffi binding of libsodium (``nacl._sodium``), or None if it is missing.
+
+    The packet path calls libsodium through it directly: PyNaCl's public AEAD wrappers
+    re-check every argument and allocate twice per call, which costs more than the
+    encryption of a 1 KiB packet. The module is private to PyNaCl but has carried the
+    cffi ``ffi``/``lib`` pair since PyNaCl 1.0; without it the public wrappers are used.
+    """
+    try:
+        module = importlib.import_module("nacl._sodium")
+    except ImportError:  # pragma: no cover - every PyNaCl release so far has it
+        return None
+    ffi, lib = getattr(module, "ffi", None), getattr(module, "lib", None)
+    if ffi is None or lib is None:  # pragma: no cover
+        return None
+    return ffi, lib
+
+
+_SODIUM = _load_sodium()
+_LIB_PREFIX: Final = {
+    Cipher.XCHACHA20_POLY1305: "crypto_aead_xchacha20poly1305_ietf",
+    Cipher.AEGIS256: "crypto_aead_aegis256",
+}
+# Packets are at most 64 KiB of payload plus knet's small headers: one output buffer of
+# this size per sealer serves every packet; anything larger takes PyNaCl's wrappers.
+_SCRATCH_BYTES: Final = 65536 + 256
+
+
+class _Sodium:
+    """libsodium's entry points for one cipher and a reused output buffer.
+
+    Not thread-safe (calls share the buffer); each core owns its sealers.
+    """
+
+    __slots__ = ("buffer", "decrypt", "encrypt", "null", "view")
+
+    def __init__(self, ffi: Any, lib: Any, prefix: str) -> None:
+        self.encrypt = getattr(lib, prefix + "_encrypt")
+        self.decrypt = getattr(lib, prefix + "_decrypt")
+        self.null = ffi.NULL
+        self.buffer = ffi.new("unsigned char[]", _SCRATCH_BYTES)
+        self.view = ffi.buffer(self.buffer)
+
+
+def _sodium_for(cipher: Cipher) -> _Sodium | None:
+    prefix = _LIB_PREFIX.get(cipher)
+    if _SODIUM is None or prefix is None:
+        return None
+    ffi, lib = _SODIUM
+    if not hasattr(lib, prefix + "_encrypt") or not hasattr(lib, prefix + "_decrypt"):
+        return None
+    return _Sodium(ffi, lib, prefix)
+
+
 class PacketSealer:
     """Seals and opens packets with the data key derived from a :class:`CryptoConfig`.
 
@@ -167,13 +222,27 @@ class PacketSealer:
     :func:`make_nonce` from header fields, and a nonce must never seal two different
     (header, body) pairs: with Poly1305 that would leak the one-time MAC key and allow
     forgeries. Sending the very same sealed bytes on several links is harmless.
+
+    Not thread-safe: each core owns its sealers.
     """
 
-    __slots__ = ("_decrypt", "_encrypt", "_key", "cipher", "nonce_size", "overhead")
+    __slots__ = (
+        "_decrypt",
+        "_encrypt",
+        "_key",
+        "_sodium",
+        "cipher",
+        "make_nonce",
+        "nonce_size",
+        "overhead",
+    )
 
     cipher: Cipher
     overhead: int
     nonce_size: int
+    #: ``make_nonce(src_host, dst_host, instance, counter)`` for this cipher's nonce size
+    #: (:func:`make_nonce` without its range check: the core passes valid header fields).
+    make_nonce: Callable[[int, int, int, int], bytes]
 
     def __init__(self, config: CryptoConfig) -> None:
         if config.cipher is Cipher.NONE:
@@ -182,23 +251,90 @@ class PacketSealer:
         self._encrypt, self._decrypt, self.nonce_size, self.overhead = _aead_for(config.cipher)
         self._key = derive_key(config.key, _DATA_KEY_PURPOSE)
         self.cipher = config.cipher
+        # The packet path: direct libsodium calls (None: PyNaCl's public wrappers only).
+        self._sodium = _sodium_for(config.cipher)
+        self.make_nonce = (
+            _nonce_structs.get(self.nonce_size) or _nonce_struct(self.nonce_size)
+        ).pack
 
     def __repr__(self) -> str:
         return f"PacketSealer(cipher={self.cipher.value!r})"
 
     def seal(self, header: bytes, nonce: bytes, body: bytes) -> bytes:
         """Encrypt ``body`` and authenticate it with ``header``; return ciphertext+tag."""
+        sodium = self._sodium
+        size = len(body) + self.overhead
+        if (
+            sodium is not None
+            and size <= _SCRATCH_BYTES
+            and type(body) is bytes
+            and type(header) is bytes
+            and type(nonce) is bytes
+            and len(nonce) == self.nonce_size
+        ):
+            null = sodium.null
+            if not sodium.encrypt(
+                sodium.buffer, null, body, len(body), header, len(header), null, nonce, self._key
+            ):
+                return sodium.view[0:size]  # type: ignore[no-any-return]
+        # Anything unusual (other buffer types, bad sizes) goes through PyNaCl's checks.
         try:
             return self._encrypt(body, header, nonce, self._key)
         except nacl.exceptions.CryptoError as exc:
             # Only reachable by misuse (wrong nonce size, not bytes): the caller's bug.
             raise CryptoError(f"cannot seal packet: {exc}") from exc
 
+    def seal_packet(self, header: bytes, nonce: bytes, body: bytes) -> bytes:
+        """``header + seal(header, nonce, body)``, built in one buffer (the packet path)."""
+        sodium = self._sodium
+        start = len(header)
+        size = start + len(body) + self.overhead
+        if (
+            sodium is not None
+            and size <= _SCRATCH_BYTES
+            and type(body) is bytes
+            and type(header) is bytes
+            and type(nonce) is bytes
+            and len(nonce) == self.nonce_size
+        ):
+            view = sodium.view
+            view[0:start] = header
+            null = sodium.null
+            if not sodium.encrypt(
+                sodium.buffer + start, null, body, len(body), header, start, null, nonce, self._key
+            ):
+                return view[0:size]  # type: ignore[no-any-return]
+        return header + self.seal(header, nonce, body)
+
     def open(self, header: bytes, nonce: bytes, sealed: bytes) -> bytes:
         """Return the body of ``sealed``; raise :class:`AuthenticationFailed` on any fault."""
         # PyNaCl fails with an obscure ValueError on input shorter than the tag.
-        if len(sealed) < self.overhead:
+        size = len(sealed) - self.overhead
+        if size < 0:
             raise AuthenticationFailed(f"sealed data too short ({len(sealed)} bytes)")
+        sodium = self._sodium
+        if (
+            sodium is not None
+            and size <= _SCRATCH_BYTES
+            and type(sealed) is bytes
+            and type(header) is bytes
+            and type(nonce) is bytes
+            and len(nonce) == self.nonce_size
+        ):
+            null = sodium.null
+            if sodium.decrypt(
+                sodium.buffer,
+                null,
+                null,
+                sealed,
+                len(sealed),
+                header,
+                len(header),
+                nonce,
+                self._key,
+            ):
+                raise AuthenticationFailed("packet did not authenticate")
+            return sodium.view[0:size]  # type: ignore[no-any-return]
         try:
             return self._decrypt(sealed, header, nonce, self._key)
         except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
@@ -311,6 +447,19 @@ class ReplayWindow:
         if instance in self._retired:
             return False
         return allow_older or self._current is None or instance > self._current
+
+    def start_instance(self, instance: int, counter: int) -> None:
+        """Make ``instance`` current with every counter up to ``counter`` already seen:
+        the caller verified the instance is alive at ``counter`` (a fresh pong), and
+        nothing older of it may be accepted. The previous instance is retired."""
+        if self._current is not None and self._current != instance and self._retired_limit:
+            self._retired[self._current] = None
+            if len(self._retired) > self._retired_limit:
+                del self._retired[next(iter(self._retired))]
+        self._retired.pop(instance, None)
+        self._current = instance
+        self._highest = counter
+        self._bitmap = self._mask
 
     def accept(self, instance: int, counter: int, *, allow_older: bool = False) -> None:
         """Record an authenticated packet. A packet :meth:`check` rejects is ignored."""

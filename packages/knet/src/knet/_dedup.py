@@ -71,6 +71,28 @@ class DedupWindow:
             self._bits |= 1 << behind
         # Older than the window: nothing to record, is_duplicate() already says True.
 
+    def mark_new(self, seq: int) -> bool:
+        """``is_duplicate`` and ``mark`` in one step (the per-packet path): False for a
+        duplicate or too old ``seq`` (nothing changes), True once a new one is marked."""
+        head = self._head
+        if head is None:
+            self._head = seq & _MASK32
+            self._bits = 1
+            return True
+        ahead = (seq - head) & _MASK32
+        if 0 < ahead < _HALF:
+            self._bits = (self._bits << ahead | 1) & self._mask if ahead < self.size else 1
+            self._head = seq & _MASK32
+            return True
+        behind = (head - seq) & _MASK32
+        if behind >= self.size:
+            return False
+        bit = 1 << behind
+        if self._bits & bit:
+            return False
+        self._bits |= bit
+        return True
+
     def reset(self) -> None:
         """Forget everything; the next sequence number is new whatever it is."""
         self._head = None

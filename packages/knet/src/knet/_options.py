@@ -67,7 +67,7 @@ class LinkPolicy(enum.Enum):
             raise ConfigError(f"unknown link policy {name!r}; valid policies: {valid}") from None
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)  # a dict key on every packet: hash once
 class Address:
     """A UDP endpoint: a canonical IP address text and a port."""
 

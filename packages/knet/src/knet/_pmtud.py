@@ -5,6 +5,8 @@ probe at the largest UDP payload; a probe that is answered raises the known-good
 one that times out lowers the ceiling, and an EMSGSIZE from the kernel (the driver sets
 "don't fragment") lowers the ceiling to the MTU the kernel reports. The run ends when
 the gap is small or after 30 probes (libknet's limit), then repeats every interval.
+Every run starts afresh from the smallest size, so a path that shrank is found too; the
+link keeps using the previous result until the run ends.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Pmtud:
         "_ceiling",
         "_deadline",
         "_family",
+        "_floor",
         "_probe",
         "_timeout_ns",
         "aborted",
@@ -67,6 +70,7 @@ class Pmtud:
         self.next_run_ns: int | None = None
         self.aborted = False
         self._ceiling = max_udp_payload(family)
+        self._floor = self.mtu  # largest size answered in the current run
         self._probe = 0
         self._attempts = 0
         self._deadline = 0
@@ -82,11 +86,12 @@ class Pmtud:
         self.state = PmtudState.PROBING
         self.aborted = False
         self._ceiling = max_udp_payload(self._family)
+        # Not the last result: a path that shrank without an EMSGSIZE hint (a router
+        # further along dropping big packets) must be able to bring the size down.
+        # ``mtu`` keeps the last result for the data path until this run ends.
+        self._floor = min_udp_payload(self._family)
         self._attempts = 0
         self._timeout_ns = timeout_ns
-        # Keep the last good size as the floor: paths rarely shrink, and if this one
-        # did, the timeouts and EMSGSIZE hints bring it down.
-        self.mtu = min(self.mtu, self._ceiling)
         return self._next_probe(self._ceiling, now)
 
     def stop(self) -> None:
@@ -98,7 +103,7 @@ class Pmtud:
         """A probe of ``size`` came back. Returns the next probe size, or None."""
         if self.state is not PmtudState.PROBING or size != self._probe:
             return None  # a late reply to an older probe
-        self.mtu = max(self.mtu, size)
+        self._floor = max(self._floor, size)
         return self._continue(now, interval_ns)
 
     def on_emsgsize(self, size: int, ip_mtu: int | None, now: int, interval_ns: int) -> int | None:
@@ -109,8 +114,8 @@ class Pmtud:
         hinted = ip_mtu is not None and ip_mtu > 0
         if ip_mtu is not None and ip_mtu > 0:
             ceiling = min(ceiling, ip_mtu - ip_udp_overhead(self._family))
-        self._ceiling = max(ceiling, self.mtu)
-        if hinted and self._ceiling - self.mtu > _GRANULARITY and self._attempts < MAX_ATTEMPTS:
+        self._ceiling = max(ceiling, self._floor)
+        if hinted and self._ceiling - self._floor > _GRANULARITY and self._attempts < MAX_ATTEMPTS:
             # The kernel told us the route MTU: try exactly that before bisecting.
             return self._next_probe(self._ceiling, now)
         return self._continue(now, interval_ns)
@@ -119,7 +124,7 @@ class Pmtud:
         """Called when ``deadline()`` passed: a probe timed out. Returns the next probe."""
         if self.state is not PmtudState.PROBING or now < self._deadline:
             return None
-        self._ceiling = max(self._probe - 1, self.mtu)
+        self._ceiling = max(self._probe - 1, self._floor)
         return self._continue(now, interval_ns)
 
     def deadline(self) -> int | None:
@@ -128,14 +133,16 @@ class Pmtud:
         return self.next_run_ns
 
     def _continue(self, now: int, interval_ns: int) -> int | None:
-        if self._ceiling - self.mtu <= _GRANULARITY:
+        if self._ceiling - self._floor <= _GRANULARITY:
+            self.mtu = self._floor
             self._finish(now, interval_ns)
             return None
         if self._attempts >= MAX_ATTEMPTS:
-            self.aborted = True
+            self.aborted = True  # keep the last good size unless this run proved a larger one
+            self.mtu = max(self.mtu, self._floor)
             self._finish(now, interval_ns)
             return None
-        return self._next_probe((self.mtu + self._ceiling + 1) // 2, now)
+        return self._next_probe((self._floor + self._ceiling + 1) // 2, now)
 
     def _next_probe(self, size: int, now: int) -> int:
         self._attempts += 1

@@ -24,7 +24,7 @@ import trio
 
 from knet._compress import CompressionConfig
 from knet._core import HostStatus, KnetCore, LinkStatus, TxFilter
-from knet._crypto import CryptoConfig
+from knet._crypto import Cipher, CryptoConfig
 from knet._errors import ConfigError, KnetError
 from knet._events import Datagram, DataReceived, Event, LogLevel, Output
 from knet._options import (
@@ -89,6 +89,10 @@ class KnetHandle:
         self.rx_channel_overflows = 0
         self.event_overflows = 0
         self.closed = False
+        # Counts send errors reported to the core (its timers and output may change).
+        self._send_errors = 0
+        # trio's clock, bound once: the packet paths read it for every send and batch.
+        self._current_time = trio.lowlevel.current_clock().current_time
 
     # ---------------------------------------------------------------- configuration
 
@@ -118,6 +122,8 @@ class KnetHandle:
         enabled: bool = True,
     ) -> None:
         """Configure and (by default) enable a link; binds its local socket if needed."""
+        if self.closed:
+            raise KnetError("handle is closed")
         self.core.set_link(
             host_id,
             link_id,
@@ -195,8 +201,20 @@ class KnetHandle:
         Returns the number of hosts it went to."""
         if self.closed:
             raise KnetError("handle is closed")
-        count = self.core.send(payload, _now_ns(), channel=channel, hosts=hosts)
-        self._after_input()
+        core = self.core
+        now = int(self._current_time() * 1_000_000_000)
+        count = core.send(payload, now, channel=channel, hosts=hosts)
+        # Sending data changes no timer, so unlike _after_input this reschedules only if
+        # a send error reached the core (PMTU discovery may restart).
+        errors = self._send_errors
+        datagrams = core.take_datagrams()
+        if datagrams is None:  # events (loopback delivery) or logs too
+            self._dispatch(core.drain())
+        else:
+            self._send_all(datagrams)
+        if self._send_errors != errors:
+            self._dispatch(core.drain())  # the core's reaction (e.g. PMTU probes)
+            self._reschedule()
         return count
 
     def subscribe(self, capacity: int = 1000) -> trio.MemoryReceiveChannel[Event]:
@@ -245,8 +263,9 @@ class KnetHandle:
     def _dispatch(self, out: Output) -> None:
         if not out:
             return
-        for datagram in out.datagrams:
-            self._send_datagram(datagram)
+        errors = self._send_errors
+        if out.datagrams:
+            self._send_all(out.datagrams)
         for event in out.events:
             if isinstance(event, DataReceived):
                 sender = self._channels.get(event.channel)
@@ -265,26 +284,33 @@ class KnetHandle:
                     self._subscribers.remove(subscriber)
         for record in out.logs:
             getattr(self._log, _LOG_METHODS[record.level])(record.event, **record.fields)
-        if out.datagrams:
-            # Sending may have produced send errors the core reacts to.
+        if self._send_errors != errors:
+            # The core reacted to send errors (e.g. with PMTU probes).
             follow_up = self.core.drain()
             if follow_up:
                 self._dispatch(follow_up)
 
-    def _send_datagram(self, datagram: Datagram) -> None:
-        sock = self._sockets.get(datagram.local)
-        if sock is None:
-            return
-        remote = datagram.remote
-        try:
-            sock.sendto(datagram.data, (remote.ip, remote.port))
-        except OSError as exc:
-            hint = None
-            if exc.errno == errno.EMSGSIZE:
-                hint = _path_mtu(datagram.local, remote)
-            self.core.report_send_error(datagram, exc.errno or 0, hint, _now_ns())
+    def _send_all(self, datagrams: tuple[Datagram, ...]) -> None:
+        sockets = self._sockets
+        for datagram in datagrams:
+            sock = sockets.get(datagram.local)
+            if sock is not None:
+                remote = datagram.remote
+                try:
+                    sock.sendto(datagram.data, (remote.ip, remote.port))
+                except OSError as exc:
+                    self._send_failed(datagram, exc)
+
+    def _send_failed(self, datagram: Datagram, exc: OSError) -> None:
+        self._send_errors += 1
+        hint = None
+        if exc.errno == errno.EMSGSIZE:
+            hint = _path_mtu(datagram.local, datagram.remote)
+        self.core.report_send_error(datagram, exc.errno or 0, hint, _now_ns())
 
     def _sync_sockets(self) -> None:
+        if self.closed:  # every socket is gone already; never bind after close
+            return
         wanted = self.core.local_endpoints()
         for local in sorted(set(self._sockets) - wanted, key=str):
             self._reader_scopes.pop(local).cancel()
@@ -302,6 +328,8 @@ class KnetHandle:
         recvfrom = sock.recvfrom
         with scope:
             while True:
+                if sock.fileno() < 0:  # closed (handle closed or link cleared) before we ran
+                    return
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except (OSError, trio.ClosedResourceError):
@@ -316,7 +344,7 @@ class KnetHandle:
                 except OSError as exc:  # e.g. an ICMP error queued on the socket
                     self._log.debug("socket receive error", local=str(local), error=str(exc))
                 if batch:
-                    self.core.receive(local, batch, _now_ns())
+                    self.core.receive(local, batch, int(self._current_time() * 1_000_000_000))
                     self._after_input()
                 else:
                     await trio.lowlevel.checkpoint()
@@ -394,9 +422,9 @@ async def open_handle(
     """Run a knet handle for local host ``host_id`` while the block runs.
 
     With ``crypto`` the handle seals every packet with it (slot 1) and rejects clear
-    packets; without it, traffic is clear and a warning is logged. Use the handle's
-    ``set_crypto_config``/``use_crypto_config``/``set_rx_clear_traffic`` for a rolling
-    key change.
+    packets; without it (or with ``Cipher.NONE``), traffic is clear and a warning is
+    logged. Use the handle's ``set_crypto_config``/``use_crypto_config``/
+    ``set_rx_clear_traffic`` for a rolling key change.
     """
     rng = rng or random.SystemRandom()
     core = KnetCore(
@@ -407,7 +435,7 @@ async def open_handle(
         defrag_buffers=defrag_buffers,
         pmtud_interval_s=pmtud_interval_s,
     )
-    if crypto is not None:
+    if crypto is not None and crypto.cipher is not Cipher.NONE:
         core.set_crypto_config(1, crypto)
         core.use_crypto_config(1)
         core.set_rx_clear_traffic(False)

@@ -17,7 +17,8 @@ as associated data, so every header bit is authenticated too. Bodies::
 
     DATA         data_seq u32, channel u8, compression u8, frag_index u8, frag_count u8,
                  then the fragment bytes                                    (8 + n)
-    PING, PONG   timestamp u64 (the pinger's clock, echoed in the pong)      (8)
+    PING, PONG   timestamp u64 (the pinger's clock), pinger_instance u64 (the pinger's
+                 instance id); a pong echoes its ping's body                 (16)
     PMTUD        probe_size u16, then zero padding up to probe_size          (probe_size - 24 - tag)
     PMTUD_REPLY  probe_size u16                                              (2)
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from typing import NamedTuple
 
 import attrs
 
@@ -35,6 +37,7 @@ __all__ = [
     "DATA_HEADER",
     "HEADER",
     "HEADER_SIZE",
+    "PING_BODY",
     "WIRE_VERSION",
     "DataHeader",
     "Header",
@@ -42,8 +45,8 @@ __all__ = [
     "UnsupportedVersion",
     "decode_data_untrusted",
     "decode_header_untrusted",
+    "decode_ping_untrusted",
     "decode_pmtud_untrusted",
-    "decode_timestamp_untrusted",
     "encode_header",
 ]
 
@@ -52,7 +55,7 @@ WIRE_VERSION = 1
 HEADER = struct.Struct(">BBHBBHQQ")
 HEADER_SIZE = HEADER.size  # 24
 DATA_HEADER = struct.Struct(">IBBBB")  # 8
-TIMESTAMP = struct.Struct(">Q")
+PING_BODY = struct.Struct(">QQ")
 PROBE = struct.Struct(">H")
 
 
@@ -85,8 +88,10 @@ class Header:
     counter: int
 
 
-@attrs.frozen(slots=True)
-class DataHeader:
+class DataHeader(NamedTuple):
+    """The DATA body header. A named tuple, not an attrs class: one is decoded for
+    every data packet received, and a tuple is built several times faster."""
+
     data_seq: int
     channel: int
     compression: int
@@ -136,11 +141,12 @@ def decode_data_untrusted(body: bytes) -> tuple[DataHeader, bytes]:
     return DataHeader(seq, channel, compression, index, count), body[DATA_HEADER.size :]
 
 
-def decode_timestamp_untrusted(body: bytes) -> int:
-    """The timestamp of a PING or PONG body."""
-    if len(body) != TIMESTAMP.size:
-        raise MalformedPacket(f"PING/PONG body of {len(body)} bytes, expected 8")
-    return int(TIMESTAMP.unpack(body)[0])
+def decode_ping_untrusted(body: bytes) -> tuple[int, int]:
+    """The (timestamp, pinger instance) of a PING or PONG body."""
+    if len(body) != PING_BODY.size:
+        raise MalformedPacket(f"PING/PONG body of {len(body)} bytes, expected {PING_BODY.size}")
+    timestamp, instance = PING_BODY.unpack(body)
+    return int(timestamp), int(instance)
 
 
 def decode_pmtud_untrusted(body: bytes) -> int:

@@ -11,7 +11,8 @@ Use it to test code that embeds :class:`knet.KnetCore`, the way knet's own tests
 
 Every datagram is routed by its (local, remote) addresses: it arrives at the core that
 has a link whose local address is the datagram's remote one. Per path you can set loss,
-delay, duplication, an MTU, or cut it entirely (``block``).
+delay, duplication, an MTU (failing at the sender with EMSGSIZE, or silently dropped
+further along), or cut it entirely (``block``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class PathFaults:
     blocked: bool = False
     #: Largest IP packet; bigger datagrams fail at the sender with EMSGSIZE.
     mtu: int | None = None
+    #: With ``mtu`` set: drop bigger datagrams silently (a router further along the
+    #: path, no ICMP) instead of failing them at the sender with EMSGSIZE.
+    silent_drop_over_mtu: bool = False
 
 
 class FakeNetwork:
@@ -103,7 +107,8 @@ class FakeNetwork:
         faults = self.faults.get((datagram.local, datagram.remote)) or PathFaults()
         overhead = 48 if datagram.remote.family == 6 else 28
         if faults.mtu is not None and len(datagram.data) + overhead > faults.mtu:
-            core.report_send_error(datagram, _EMSGSIZE, faults.mtu, self.now)
+            if not faults.silent_drop_over_mtu:
+                core.report_send_error(datagram, _EMSGSIZE, faults.mtu, self.now)
             return
         if faults.blocked or (faults.loss and self.rng.random() < faults.loss):
             return
