@@ -13,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from knet import (
+    Cipher,
     CompressionConfig,
     CompressionModel,
     CryptoConfig,
     CryptoError,
     Datagram,
+    DataMtuChanged,
     HostReachable,
     HostUnreachable,
     KnetCore,
@@ -29,6 +31,7 @@ from knet import (
     LogRecord,
 )
 from knet._core import DEFAULT_LOG_INTERVAL_NS
+from knet._crypto import PacketSealer
 from knet._wire import HEADER_SIZE, PacketType, decode_header_untrusted
 from knet.testing import FakeNetwork
 
@@ -37,7 +40,8 @@ SEC = 1_000_000_000
 KEY1 = bytes(range(256))
 KEY2 = bytes(255 - i for i in range(256))
 KEY3 = bytes((7 * i + 3) % 256 for i in range(300))
-TAG = 16  # XChaCha20-Poly1305 tag: the only bytes sealing adds
+#: The default cipher's tag: the only bytes sealing adds (the nonce is rebuilt, not sent).
+TAG = PacketSealer(CryptoConfig(KEY1)).overhead
 
 #: Handle counters of packets dropped before they reach the packet-type handlers.
 REJECT_COUNTERS = (
@@ -414,6 +418,51 @@ def test_rolling_key_change_loses_no_packet() -> None:
     assert slots_used[-1] == 1
     with pytest.raises(CryptoError):
         cores[2].use_crypto_config(2)  # slot 2 was cleared
+
+
+def test_rolling_change_between_ciphers_keeps_the_data_mtu_for_the_larger_tag() -> None:
+    """A rolling change XChaCha20-Poly1305 -> AEGIS-256 loses nothing; the data MTU
+    leaves room for the largest installed tag and every change is reported."""
+    net = FakeNetwork(seed=71)
+    cores = cluster(net, [1, 2])
+    xchacha = CryptoConfig(KEY1, cipher=Cipher.XCHACHA20_POLY1305)
+    aegis = CryptoConfig(KEY2, cipher=Cipher.AEGIS256)
+    small, large = PacketSealer(xchacha).overhead, PacketSealer(aegis).overhead
+    assert (small, large) == (16, 32)
+    for core in cores.values():
+        core.set_crypto_config(1, xchacha)
+        core.use_crypto_config(1)
+    net.run_for(10 * SEC)
+    a, b = cores[1], cores[2]
+    base = a.data_mtu
+
+    def mtu_changes() -> list[DataMtuChanged]:
+        return [e for e in net.events[1] if isinstance(e, DataMtuChanged)]
+
+    seen = len(mtu_changes())
+    for core in cores.values():
+        core.set_crypto_config(2, aegis)
+    net.flush()
+    assert a.data_mtu == base - (large - small)
+    assert mtu_changes()[seen:] == [DataMtuChanged(base - (large - small), base)]
+    for core in cores.values():
+        core.use_crypto_config(2)
+    start = len(net.sent)
+    payload = bytes(range(256)) * (a.data_mtu // 256) + b"x" * (a.data_mtu % 256)
+    a.send(payload, net.now)
+    net.run_for(10 * MS)
+    assert [e.payload for e in net.received(2)] == [payload]
+    (sealed,) = of_type(sent_by(net, 1, start), PacketType.DATA)  # one datagram: it fits
+    assert sealed.data[5] == 2
+    assert len(sealed.data) == HEADER_SIZE + 8 + len(payload) + large
+    # Clearing the XChaCha20 slot keeps the MTU: AEGIS-256's tag is the larger one.
+    seen = len(mtu_changes())
+    for core in cores.values():
+        core.set_crypto_config(1, None)
+    net.flush()
+    assert a.data_mtu == base - (large - small)
+    assert mtu_changes()[seen:] == []
+    assert a.stats()["rx_auth_failures"] == b.stats()["rx_auth_failures"] == 0
 
 
 def test_switching_before_the_peer_has_the_key_loses_packets() -> None:

@@ -29,11 +29,18 @@ OTHER_KEY = bytes(reversed(KEY))
 HEADER = b"\x01\x02hdr-bytes"
 BODY = b"hello cluster" * 10
 
-HAS_AEGIS = hasattr(nacl.bindings, "crypto_aead_aegis256_encrypt")
-SEALING_CIPHERS = [
-    Cipher.XCHACHA20_POLY1305,
-    pytest.param(Cipher.AEGIS256, marks=pytest.mark.skipif(not HAS_AEGIS, reason="PyNaCl < 1.6")),
-]
+SEALING_CIPHERS = [Cipher.AEGIS256, Cipher.XCHACHA20_POLY1305]
+#: libsodium's public AEAD functions (through PyNaCl's checked wrappers), per cipher.
+PUBLIC_AEAD = {
+    Cipher.AEGIS256: (
+        nacl.bindings.crypto_aead_aegis256_encrypt,
+        nacl.bindings.crypto_aead_aegis256_decrypt,
+    ),
+    Cipher.XCHACHA20_POLY1305: (
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt,
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt,
+    ),
+}
 
 
 def _sealer(cipher: Cipher = DEFAULT_CIPHER, key: bytes = KEY) -> PacketSealer:
@@ -114,12 +121,20 @@ def test_cipher_from_name() -> None:
         Cipher.from_name("aes256")
 
 
-def test_default_cipher_is_xchacha() -> None:
-    """The default cipher is XChaCha20-Poly1305, for configs and sealers alike."""
-    assert DEFAULT_CIPHER is Cipher.XCHACHA20_POLY1305
+def test_default_cipher_is_aegis256() -> None:
+    """The default cipher is AEGIS-256 (32-byte tag and nonce), for configs and sealers."""
+    assert DEFAULT_CIPHER is Cipher.AEGIS256
     assert CryptoConfig(key=KEY).cipher is DEFAULT_CIPHER
-    assert _sealer().overhead == 16
-    assert _sealer().nonce_size == 24
+    sealer = PacketSealer(CryptoConfig(key=KEY))
+    assert sealer.cipher is Cipher.AEGIS256
+    assert (sealer.nonce_size, sealer.overhead) == (32, 32)
+
+
+def test_xchacha_stays_selectable() -> None:
+    """XChaCha20-Poly1305 is chosen explicitly: 24-byte nonce, 16-byte tag."""
+    sealer = PacketSealer(CryptoConfig(key=KEY, cipher=Cipher.XCHACHA20_POLY1305))
+    assert sealer.cipher is Cipher.XCHACHA20_POLY1305
+    assert (sealer.nonce_size, sealer.overhead) == (24, 16)
 
 
 def test_config_repr_hides_key() -> None:
@@ -127,7 +142,7 @@ def test_config_repr_hides_key() -> None:
     key = b"SECRET-KEY-MATERIAL" * 8
     config = CryptoConfig(key=key)
     for text in (repr(config), repr(PacketSealer(config))):
-        assert "xchacha20poly1305" in text.lower()
+        assert DEFAULT_CIPHER.value in text.lower()
         assert "SECRET" not in text
         assert "key=" not in text
 
@@ -147,10 +162,12 @@ def test_sealer_refuses_cipher_none() -> None:
 
 def test_aegis_sizes() -> None:
     """AEGIS-256 uses a 32-byte nonce and libsodium's 32-byte tag."""
-    if not HAS_AEGIS:
-        pytest.skip("PyNaCl < 1.6")
     sealer = _sealer(Cipher.AEGIS256)
     assert (sealer.nonce_size, sealer.overhead) == (32, 32)
+    assert (sealer.nonce_size, sealer.overhead) == (
+        nacl.bindings.crypto_aead_aegis256_NPUBBYTES,
+        nacl.bindings.crypto_aead_aegis256_ABYTES,
+    )
 
 
 # --- seal / open ----------------------------------------------------------------------
@@ -172,6 +189,23 @@ def test_seal_hides_body(cipher: Cipher) -> None:
     """The sealed data does not contain the body in clear."""
     sealer = _sealer(cipher)
     assert b"hello cluster" not in sealer.seal(HEADER, _nonce(sealer), BODY)
+
+
+@pytest.mark.parametrize("cipher", SEALING_CIPHERS)
+@pytest.mark.parametrize("size", [0, 1, 1024, 65536])
+def test_fast_path_is_byte_identical_to_libsodium_public_api(cipher: Cipher, size: int) -> None:
+    """The direct libsodium path seals and opens exactly like PyNaCl's public AEAD calls."""
+    sealer = _sealer(cipher)
+    assert sealer._sodium is not None  # the packet path really is the direct one
+    encrypt, decrypt = PUBLIC_AEAD[cipher]
+    key = derive_key(KEY, b"knet-data")
+    nonce = _nonce(sealer, counter=size)
+    body = bytes((7 * i + size) % 256 for i in range(size))
+    expected = encrypt(body, HEADER, nonce, key)
+    assert sealer.seal(HEADER, nonce, body) == expected
+    assert sealer.seal_packet(HEADER, nonce, body) == HEADER + expected
+    assert sealer.open(HEADER, nonce, expected) == body
+    assert decrypt(sealer.seal(HEADER, nonce, body), HEADER, nonce, key) == body
 
 
 @pytest.mark.parametrize("cipher", SEALING_CIPHERS)
@@ -229,8 +263,6 @@ def test_bad_nonce_size_on_seal_is_caller_error() -> None:
 
 def test_sealers_on_different_ciphers_do_not_interoperate() -> None:
     """A packet sealed with one cipher does not open with another of the same nonce size."""
-    if not HAS_AEGIS:
-        pytest.skip("PyNaCl < 1.6")
     aegis = _sealer(Cipher.AEGIS256)
     xchacha = _sealer(Cipher.XCHACHA20_POLY1305)
     sealed = aegis.seal(HEADER, _nonce(aegis), BODY)

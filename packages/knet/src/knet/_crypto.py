@@ -80,7 +80,10 @@ class Cipher(enum.Enum):
             raise CryptoError(f"unknown cipher {name!r}; valid names: {valid}") from None
 
 
-DEFAULT_CIPHER: Final = Cipher.XCHACHA20_POLY1305
+# AEGIS-256 (AES-based, as corosync's default aes256): bench/knet_bench.py measured it
+# faster than XChaCha20-Poly1305 for 1 KiB packets (docs/performance.md). libsodium has a
+# software fallback for CPUs without AES instructions. Every host must use the same cipher.
+DEFAULT_CIPHER: Final = Cipher.AEGIS256
 
 
 def validate_authkey(key: bytes) -> None:
@@ -220,8 +223,9 @@ class PacketSealer:
 
     The packet header is authenticated as associated data. ``nonce`` must be built with
     :func:`make_nonce` from header fields, and a nonce must never seal two different
-    (header, body) pairs: with Poly1305 that would leak the one-time MAC key and allow
-    forgeries. Sending the very same sealed bytes on several links is harmless.
+    (header, body) pairs: with either cipher that leaks plaintext relations and allows
+    forgeries (with Poly1305, the one-time MAC key). Sending the very same sealed bytes on
+    several links is harmless.
 
     Not thread-safe: each core owns its sealers.
     """
@@ -287,22 +291,24 @@ class PacketSealer:
     def seal_packet(self, header: bytes, nonce: bytes, body: bytes) -> bytes:
         """``header + seal(header, nonce, body)``, built in one buffer (the packet path)."""
         sodium = self._sodium
-        start = len(header)
-        size = start + len(body) + self.overhead
-        if (
-            sodium is not None
-            and size <= _SCRATCH_BYTES
-            and type(body) is bytes
-            and type(header) is bytes
-            and type(nonce) is bytes
-            and len(nonce) == self.nonce_size
-        ):
-            view = sodium.view
-            view[0:start] = header
-            null = sodium.null
-            if not sodium.encrypt(
-                sodium.buffer + start, null, body, len(body), header, start, null, nonce, self._key
-            ):
+        # libsodium reads exactly nonce_size nonce bytes and writes ``size`` bytes: those
+        # two are checked; cffi itself refuses arguments that are not byte buffers.
+        if sodium is not None:
+            try:
+                start = len(header)
+                size = start + len(body) + self.overhead
+                if len(nonce) != self.nonce_size or size > _SCRATCH_BYTES:
+                    raise TypeError("not for the fast path")
+                view = sodium.view
+                view[0:start] = header
+                null = sodium.null
+                failed = sodium.encrypt(
+                    sodium.buffer + start, null, body, len(body), header, start, null, nonce,
+                    self._key,
+                )  # fmt: skip
+            except TypeError:
+                failed = True  # not bytes, or odd sizes: seal() below says what is wrong
+            if not failed:
                 return view[0:size]  # type: ignore[no-any-return]
         return header + self.seal(header, nonce, body)
 
@@ -313,28 +319,22 @@ class PacketSealer:
         if size < 0:
             raise AuthenticationFailed(f"sealed data too short ({len(sealed)} bytes)")
         sodium = self._sodium
-        if (
-            sodium is not None
-            and size <= _SCRATCH_BYTES
-            and type(sealed) is bytes
-            and type(header) is bytes
-            and type(nonce) is bytes
-            and len(nonce) == self.nonce_size
-        ):
+        # As in seal_packet: the nonce and output sizes are checked, cffi checks types.
+        if sodium is not None and size <= _SCRATCH_BYTES:
             null = sodium.null
-            if sodium.decrypt(
-                sodium.buffer,
-                null,
-                null,
-                sealed,
-                len(sealed),
-                header,
-                len(header),
-                nonce,
-                self._key,
-            ):
+            try:
+                if len(nonce) != self.nonce_size:
+                    raise TypeError("not for the fast path")
+                failed = sodium.decrypt(
+                    sodium.buffer, null, null, sealed, len(sealed), header, len(header), nonce,
+                    self._key,
+                )  # fmt: skip
+            except TypeError:
+                failed = None  # not bytes, or a bad nonce: PyNaCl's wrapper below rejects it
+            if failed == 0:
+                return sodium.view[0:size]  # type: ignore[no-any-return]
+            if failed:
                 raise AuthenticationFailed("packet did not authenticate")
-            return sodium.view[0:size]  # type: ignore[no-any-return]
         try:
             return self._decrypt(sealed, header, nonce, self._key)
         except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:

@@ -358,7 +358,13 @@ class KnetHandle:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            self.core.handle_timeouts(_now_ns())
+            now = _now_ns()
+            due = self.core.next_deadline()
+            if scope.cancelled_caught and due is not None and now < due:
+                # Woken by the deadline, but float seconds -> int ns rounded below it:
+                # without this the core would fire nothing and the loop would spin.
+                now = due
+            self.core.handle_timeouts(now)
             self._dispatch(self.core.drain())
 
     def _close(self) -> None:
