@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(packages/knet)
+PACKAGES=(packages/knet packages/totem)
 SYSTEM_PACKAGES=(iproute2 nftables)
 
 pick_python() {

@@ -90,6 +90,12 @@ VARIANTS = frozenset(
     }
 )
 QUEUE_MAX = 16384  #: messages in flight on a ring (corosync's sort queue size)
+#: Token counters (token_seq, seq, fcc, backlog, ...) are u32 on the wire: a ring whose
+#: token reaches this is renewed (a new ring restarts them at 0) long before they wrap.
+_COUNTER_LIMIT = 1 << 31
+#: Ring seqs are u64 and grow by 4 per ring: anything this high is garbage, and adopting
+#: it would overflow the next ring id.
+_RING_SEQ_LIMIT = 1 << 62
 _MS = 1_000_000
 _SELF_DELAY_NS = 1_000  # a message to ourselves is processed 1 µs later, never recursively
 
@@ -272,6 +278,7 @@ class TotemCore:
         self._failed: set[int] = set()
         self._consensus: set[int] = set()
         self._commit_ring_id: RingId | None = None
+        self._last_commit_passed: tuple[RingId, int] | None = None  # (ring id, token_seq)
         self._failed_to_receive = False
 
         # RECOVERY
@@ -502,10 +509,9 @@ class TotemCore:
             if self.state is MembState.OPERATIONAL:
                 self._deliver_ready()
             return
-        old = self._old_ring
-        if old is not None and message.ring_id == old.ring_id:
-            old.store(message)  # a late old-ring message: useful for recovery
-            return
+        # Anything else is ignored, a late message of our old ring included: what the
+        # old ring delivers at install must be the same at every survivor, so after
+        # entering RECOVERY it only grows through the survivors' recovery messages.
         self.stats["foreign_ignored"] += 1
 
     def _recover_into_old_ring(self, message: Mcast) -> None:
@@ -578,6 +584,20 @@ class TotemCore:
         ring = self._ring
         if token.seq > ring.aru + QUEUE_MAX or token.aru > token.seq:
             self.stats["malformed"] += 1
+            return
+        if (
+            max(
+                token.token_seq,
+                token.seq,
+                token.fcc,
+                token.backlog,
+                token.recovery_pending,
+                token.idle_rotations,
+            )
+            >= _COUNTER_LIMIT
+        ):
+            self._log("notice", "token counters near their limit; forming a new ring")
+            self._enter_gather(now, "token counters exhausted")
             return
         self._last_token_seq = token.token_seq
         self.stats["tokens_received"] += 1
@@ -874,6 +894,9 @@ class TotemCore:
         sender = join.sender
         if self.state is MembState.STOPPED:
             return
+        if join.ring_seq >= _RING_SEQ_LIMIT:
+            self.stats["malformed"] += 1
+            return
         self._max_ring_seq = max(self._max_ring_seq, join.ring_seq)
         stale = join.ring_seq < self.ring_id.seq and sender in self.members
         if self.state is MembState.COMMIT and self._commit_ring_id is not None:
@@ -935,10 +958,16 @@ class TotemCore:
         members = commit.members
         if self.node_id not in members or list(members) != sorted(members):
             return
+        if commit.ring_id.seq >= _RING_SEQ_LIMIT or commit.token_seq >= _COUNTER_LIMIT:
+            self.stats["malformed"] += 1
+            return
         me = members.index(self.node_id)
         entry = commit.entries[me]
-        if commit.ring_id in (self._commit_ring_id, self.ring_id):
-            self._deadlines.pop(_Timer.TOKEN_RETRANSMIT, None)  # it came around
+        passed = self._last_commit_passed
+        if passed is not None and commit.ring_id == passed[0] and commit.token_seq > passed[1]:
+            # It came around. A copy the predecessor retransmitted (a lower token_seq)
+            # is no sign that ours got through: it must not stop our retransmissions.
+            self._deadlines.pop(_Timer.TOKEN_RETRANSMIT, None)
         is_rep = me == 0
         if commit.round == 1 and not entry.filled:
             if self.state is not MembState.GATHER:
@@ -965,6 +994,10 @@ class TotemCore:
             return
         # Later visits. Duplicated datagrams must not repeat a step: each branch is
         # taken once per ring because it changes the state it requires.
+        if self.state is MembState.COMMIT and (
+            not entry.filled or entry.old_ring_id != self._ring.ring_id
+        ):
+            return  # our own entry is not what we wrote in round 1: not our commit token
         if commit.round == 1 and is_rep:
             if self.state is not MembState.COMMIT or commit.ring_id != self._commit_ring_id:
                 return
@@ -993,6 +1026,7 @@ class TotemCore:
         target = members[(my_index + 1) % len(members)]
         commit.sender = self.node_id
         commit.token_seq += 1
+        self._last_commit_passed = (commit.ring_id, commit.token_seq)
         data = encode_commit(commit, target)
         self._unicast(target, data)
         if target != self.node_id:

@@ -62,7 +62,9 @@ class TotemNode:
         self.groups = groups
         self._max_batch = max_batch
         self._events_in, self._events_out = trio.open_memory_channel[Event](math.inf)
+        self._tasks_scope = trio.CancelScope()  # the reader and the timer
         self._timer_scope: trio.CancelScope | None = None
+        self._due: int | None = None  # the core deadline the timer sleeps until (ns)
         self._clock = trio.lowlevel.current_clock().current_time
         self._log = structlog.get_logger("totem").bind(subsystem="TOTEM")
         self.closed = False
@@ -171,7 +173,9 @@ class TotemNode:
         scope = self._timer_scope
         if scope is not None:
             deadline = self.core.next_deadline()
-            scope.deadline = math.inf if deadline is None else deadline / 1_000_000_000
+            if deadline != self._due:  # moving a trio deadline is not free: only if it moved
+                self._due = deadline
+                scope.deadline = math.inf if deadline is None else deadline / 1_000_000_000
 
     def _dispatch(self, out: Output) -> None:
         if not out or self.closed:
@@ -194,6 +198,12 @@ class TotemNode:
         for record in out.logs:
             getattr(log, _LOG_METHODS.get(record.level, "info"))(record.event, **record.fields)
 
+    async def _run(self) -> None:
+        with self._tasks_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._timer)
+
     async def _reader(self) -> None:
         receive_batch = self.transport.receive_batch
         receive = self.core.receive
@@ -208,18 +218,24 @@ class TotemNode:
 
     async def _timer(self) -> None:
         while True:
-            deadline = self.core.next_deadline()
+            self._due = deadline = self.core.next_deadline()
             with trio.CancelScope(
                 deadline=math.inf if deadline is None else deadline / 1_000_000_000
             ) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            self.core.handle_timeouts(self._now())
+            now = self._now()
+            if self._due is not None:
+                # The deadline passed, but seconds (float) -> ns may round just below
+                # it: never hand the core a time before the deadline that woke us.
+                now = max(now, self._due)
+            self.core.handle_timeouts(now)
             self._dispatch(self.core.drain())
 
     def _close(self) -> None:
         self.closed = True
+        self._tasks_scope.cancel()
         self._events_in.close()
 
     def __repr__(self) -> str:
@@ -279,13 +295,10 @@ async def open_node(
         node = TotemNode(core, transport, pg, max_batch=max_batch)
         core.start(node._now())
         node._dispatch(core.drain())
-        nursery.start_soon(node._reader)
-        nursery.start_soon(node._timer)
+        nursery.start_soon(node._run)
         try:
             yield node
         except BaseException:
             node._close()  # a crash: no goodbye
-            nursery.cancel_scope.cancel()
             raise
         await node.leave()
-        nursery.cancel_scope.cancel()

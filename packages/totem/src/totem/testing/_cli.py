@@ -44,6 +44,7 @@ COVERAGE_KEYS = (
     "pauses",
     "packets_lost",
     "packets_duplicated",
+    "packets_reordered",
     "leaves_received",
     "failed_to_receive",
     "leaves",

@@ -7,11 +7,13 @@ healed and every node up. The recorded :class:`History` feeds the EVS checkers.
 
 Fault kinds (:class:`Fault`; the values are the names ``pycorosync-sim --faults`` takes):
 
-* ``loss``, ``duplicate``, ``reorder`` (delay jitter): per packet, on every path;
-* ``partition``: the nodes split into 2 or 3 groups that cannot hear each other, for
-  0.5-6 s, then heal (merges follow);
-* ``asymmetric``: some partitions block a random quarter of the *directed* pairs
-  instead, so A hears B while B does not hear A;
+* ``loss``, ``duplicate``, ``reorder`` (delay jitter): per packet, on every path
+  (``packets_reordered`` counts packets that overtook a later one on their path);
+* ``partition``: the nodes split into 2 or 3 (non-empty) groups that cannot hear each
+  other, for 0.5-6 s, then heal (merges follow);
+* ``asymmetric``: partitions that block a random quarter of the *directed* pairs
+  instead, so A hears B while B does not hear A (a new partition of either kind
+  replaces the one in force);
 * ``crash``: a node stops dead and restarts 0.5-8 s later as a new incarnation (its
   ring id store survives, so it must not reuse a ring id);
 * ``leave``: a node leaves cleanly through ``TotemCore.leave()`` (the others reform
@@ -113,6 +115,20 @@ class SimResult:
     sim_seconds: float
 
 
+#: The intensities a seed draws from, per fault kind (swarm testing).
+_FAULT_DRAWS: tuple[tuple[Fault, str, tuple[float, ...]], ...] = (
+    (Fault.LOSS, "loss", (0.0, 0.01, 0.05, 0.1, 0.2)),
+    (Fault.DUPLICATE, "duplicate", (0.0, 0.01, 0.05)),
+    (Fault.REORDER, "jitter_ns", (0, 500_000, 5_000_000)),
+    (Fault.PARTITION, "partition_rate", (0.0, 0.1, 0.3)),
+    (Fault.ASYMMETRIC, "asymmetric_rate", (0.0, 0.1, 0.3)),
+    (Fault.CRASH, "crash_rate", (0.0, 0.05, 0.15)),
+    (Fault.PAUSE, "pause_rate", (0.0, 0.05, 0.2)),
+    (Fault.LEAVE, "leave_rate", (0.0, 0.05, 0.15)),
+    (Fault.DEAF, "deaf_rate", (0.0, 0.05, 0.15)),
+)
+
+
 @attrs.define
 class _Scenario:
     """The fault parameters drawn for one seed (swarm testing)."""
@@ -122,7 +138,7 @@ class _Scenario:
     delay_ns: int = 200_000
     jitter_ns: int = 0
     partition_rate: float = 0.0  #: partitions per simulated second
-    asymmetric: bool = False
+    asymmetric_rate: float = 0.0
     crash_rate: float = 0.0
     pause_rate: float = 0.0
     leave_rate: float = 0.0
@@ -132,24 +148,11 @@ class _Scenario:
     def draw(cls, rng: random.Random, faults: frozenset[Fault]) -> _Scenario:
         scenario = cls()
         scenario.delay_ns = rng.randint(50_000, 2_000_000)
-        if Fault.LOSS in faults:
-            scenario.loss = rng.choice([0.0, 0.01, 0.05, 0.1, 0.2])
-        if Fault.DUPLICATE in faults:
-            scenario.duplicate = rng.choice([0.0, 0.01, 0.05])
-        if Fault.REORDER in faults:
-            scenario.jitter_ns = rng.choice([0, 500_000, 5_000_000])
-        if Fault.PARTITION in faults:
-            scenario.partition_rate = rng.choice([0.0, 0.1, 0.3])
-        if Fault.ASYMMETRIC in faults:
-            scenario.asymmetric = rng.random() < 0.5
-        if Fault.CRASH in faults:
-            scenario.crash_rate = rng.choice([0.0, 0.05, 0.15])
-        if Fault.PAUSE in faults:
-            scenario.pause_rate = rng.choice([0.0, 0.05, 0.2])
-        if Fault.LEAVE in faults:
-            scenario.leave_rate = rng.choice([0.0, 0.05, 0.15])
-        if Fault.DEAF in faults:
-            scenario.deaf_rate = rng.choice([0.0, 0.05, 0.15])
+        # One draw per enabled fault kind, always in this order: a seed's scenario
+        # must not change when another kind is switched off.
+        for fault, attribute, choices in _FAULT_DRAWS:
+            if fault in faults:
+                setattr(scenario, attribute, rng.choice(choices))
         return scenario
 
 
@@ -184,7 +187,10 @@ class Simulation:
         self._queue: list[tuple[int, int, int, Callable[[], None]]] = []
         self._seq = 0
         self._blocked: set[tuple[int, int]] = set()
+        self._partition_number = 0  # which partition is in force (a heal ends only its own)
         self._deaf_until: dict[int, int] = {}  # node -> end of its multicast deafness
+        self._link_sent: Counter[tuple[int, int]] = Counter()  # packets per (source, target)
+        self._link_seen: dict[tuple[int, int], int] = {}  # highest packet number received
         self._hash = hashlib.blake2b(digest_size=16)
         self._trace: deque[str] = deque(maxlen=60)
         self._healed = False
@@ -316,6 +322,8 @@ class Simulation:
         if scenario.loss and rng.random() < scenario.loss:
             self.coverage["packets_lost"] += 1
             return
+        self._link_sent[source, target] += 1
+        number = self._link_sent[source, target]
         copies = 1
         if scenario.duplicate and rng.random() < scenario.duplicate:
             copies = 2
@@ -325,17 +333,27 @@ class Simulation:
             if scenario.jitter_ns:
                 delay += rng.randrange(scenario.jitter_ns)
             self._at(
-                self.now + delay, functools.partial(self._deliver_packet, target, data), target
+                self.now + delay,
+                functools.partial(self._deliver_packet, target, data, source, number),
+                target,
             )
 
-    def _deliver_packet(self, node: int, data: bytes) -> None:
+    def _deliver_packet(self, node: int, data: bytes, source: int, number: int) -> None:
         state = self.nodes[node]
         if not state.up or state.core is None:
             return
         if state.paused_until > self.now:
             # The process is paused: it reads its socket when it wakes up.
-            self._at(state.paused_until, lambda: self._deliver_packet(node, data), node)
+            self._at(
+                state.paused_until,
+                functools.partial(self._deliver_packet, node, data, source, number),
+                node,
+            )
             return
+        if number < self._link_seen.get((source, node), 0):
+            self.coverage["packets_reordered"] += 1
+        else:
+            self._link_seen[source, node] = number
         state.core.receive(data, self.now)
         self._flush(node)
 
@@ -346,6 +364,7 @@ class Simulation:
         rng = self._fault_rng
         for rate, action in (
             (scenario.partition_rate, self._partition),
+            (scenario.asymmetric_rate, self._asymmetric_partition),
             (scenario.crash_rate, self._crash_random),
             (scenario.pause_rate, self._pause_random),
             (scenario.leave_rate, self._leave_random),
@@ -361,32 +380,40 @@ class Simulation:
                 self._at(when, action)
 
     def _partition(self) -> None:
-        if self._healed:
+        if self._healed or len(self.nodes) < 2:
             return
         rng = self._fault_rng
         nodes = sorted(self.nodes)
-        self._blocked.clear()
-        if self.scenario.asymmetric and rng.random() < 0.5:
-            pairs = [(a, b) for a in nodes for b in nodes if a != b]
-            for pair in rng.sample(pairs, k=max(1, len(pairs) // 4)):
-                self._blocked.add(pair)
-            self.coverage["asymmetric_partitions"] += 1
-            self._trace_line(nodes[0], f"ASYMMETRIC PARTITION {sorted(self._blocked)}")
-        else:
-            groups = rng.randint(2, min(3, len(nodes)))
-            assignment = {n: rng.randrange(groups) for n in nodes}
-            for a in nodes:
-                for b in nodes:
-                    if assignment[a] != assignment[b]:
-                        self._blocked.add((a, b))
-            self.coverage["partitions"] += 1
-            self._trace_line(nodes[0], f"PARTITION {assignment}")
-        duration = int(rng.uniform(0.5, 6.0) * _SECOND)
-        self._at(self.now + duration, self._heal_partition)
+        groups = rng.randint(2, min(3, len(nodes)))
+        assignment = {n: rng.randrange(groups) for n in nodes}
+        if len(set(assignment.values())) == 1:  # everybody drew the same group
+            assignment[nodes[-1]] = (assignment[nodes[-1]] + 1) % groups
+        blocked = {(a, b) for a in nodes for b in nodes if assignment[a] != assignment[b]}
+        self.coverage["partitions"] += 1
+        self._start_partition(blocked, f"PARTITION {assignment}")
 
-    def _heal_partition(self) -> None:
-        if self._blocked:
-            self._blocked.clear()
+    def _asymmetric_partition(self) -> None:
+        if self._healed or len(self.nodes) < 2:
+            return
+        rng = self._fault_rng
+        nodes = sorted(self.nodes)
+        pairs = [(a, b) for a in nodes for b in nodes if a != b]
+        blocked = set(rng.sample(pairs, k=max(1, len(pairs) // 4)))
+        self.coverage["asymmetric_partitions"] += 1
+        self._start_partition(blocked, f"ASYMMETRIC PARTITION {sorted(blocked)}")
+
+    def _start_partition(self, blocked: set[tuple[int, int]], text: str) -> None:
+        self._blocked = blocked
+        self._partition_number += 1
+        self._trace_line(min(self.nodes), text)
+        duration = int(self._fault_rng.uniform(0.5, 6.0) * _SECOND)
+        self._at(
+            self.now + duration, functools.partial(self._heal_partition, self._partition_number)
+        )
+
+    def _heal_partition(self, number: int) -> None:
+        if self._blocked and number == self._partition_number:
+            self._blocked = set()
             self._trace_line(min(self.nodes), "partition healed")
 
     def _crash_random(self) -> None:
@@ -443,7 +470,8 @@ class Simulation:
             return
         node = rng.choice(up)
         duration = int(rng.uniform(0.1, 3.0) * _SECOND)
-        self.nodes[node].paused_until = self.now + duration
+        state = self.nodes[node]
+        state.paused_until = max(state.paused_until, self.now + duration)
         self.coverage["pauses"] += 1
         self._trace_line(node, f"PAUSE {duration / _MS:.0f}ms (clock jump)")
 
@@ -461,7 +489,11 @@ class Simulation:
 
     def _burst(self) -> None:
         rng = self._load_rng
-        up = [n for n, s in sorted(self.nodes.items()) if s.up and s.core is not None]
+        up = [  # a paused process sends nothing either
+            n
+            for n, s in sorted(self.nodes.items())
+            if s.up and s.core is not None and s.paused_until <= self.now
+        ]
         if not up:
             return
         node = rng.choice(up)
@@ -529,10 +561,8 @@ class Simulation:
         self._blocked.clear()
         self._deaf_until.clear()
         self.scenario.loss = 0.0  # healed: packets are no longer lost
-        for node in sorted(self.nodes):
-            state = self.nodes[node]
-            state.paused_until = 0
-            if not state.up:
+        for node in sorted(self.nodes):  # a pause in progress ends on its own (<= 3 s)
+            if not self.nodes[node].up:
                 self._start_node(node)
         self._trace_line(min(self.nodes), "=== liveness phase: network healed, all nodes up ===")
         settle = config.liveness_ns // 2
