@@ -7,8 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(packages/knet packages/totem)
-SYSTEM_PACKAGES=(iproute2 nftables)
+PACKAGES=(packages/knet packages/totem packages/executive packages/clients)
 
 pick_python() {
     for candidate in python3.13 python3.12 python3.11 python3; do
@@ -25,14 +24,24 @@ pick_python() {
 install_system_packages() {
     # The network-namespace system tests need iproute2 (ip netns, veth) and nftables
     # (packet loss where the kernel has no netem). Only root can install them; others
-    # run the rest of the suite and those tests report why they did not run.
+    # run the rest of the suite and those tests report why they did not run. corosync
+    # provides the real tools (corosync-cmapctl...) that the tests run against our daemon.
     local missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    command -v corosync-cmapctl >/dev/null 2>&1 || missing+=(corosync)
     if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "dev.sh: installing ${missing[*]} with apt-get"
+        local guard=""
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            # Install the corosync tools without starting a corosync service.
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            guard=1
+        fi
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        if [[ -n $guard ]]; then rm -f /usr/sbin/policy-rc.d; fi
     fi
 }
 

@@ -1,0 +1,24 @@
+"""corosync: Python client libraries for the corosync cluster engine.
+
+They speak libqb IPC (:mod:`corosync.ipc`) like corosync's C libraries, so they work
+against the pycorosync executive and against a real corosync 3. Failures raise
+:class:`CsError`, whose ``code`` is corosync's ``cs_error_t`` (:class:`CsErrorCode`).
+"""
+
+from __future__ import annotations
+
+from corosync._errors import (
+    CsError,
+    CsErrorCode,
+    MalformedMessage,
+    cs_error_from_errno,
+    cs_strerror,
+)
+
+__all__ = [
+    "CsError",
+    "CsErrorCode",
+    "MalformedMessage",
+    "cs_error_from_errno",
+    "cs_strerror",
+]

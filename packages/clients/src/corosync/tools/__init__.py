@@ -1,0 +1,1 @@
+"""Command-line tools of pycorosync, with the flags and output of corosync's own tools."""
