@@ -14,8 +14,30 @@ from corosync._errors import (
     cs_error_from_errno,
     cs_strerror,
 )
+from corosync.cmap import (
+    CmapDispatchFlags,
+    CmapHandle,
+    CmapIterEntry,
+    CmapMap,
+    CmapNotification,
+    CmapTrackCallback,
+    CmapTrackType,
+    CmapTypedValue,
+    CmapValue,
+    CmapValueType,
+)
 
 __all__ = [
+    "CmapDispatchFlags",
+    "CmapHandle",
+    "CmapIterEntry",
+    "CmapMap",
+    "CmapNotification",
+    "CmapTrackCallback",
+    "CmapTrackType",
+    "CmapTypedValue",
+    "CmapValue",
+    "CmapValueType",
     "CsError",
     "CsErrorCode",
     "MalformedMessage",

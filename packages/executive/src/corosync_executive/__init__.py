@@ -8,6 +8,12 @@ typed settings, the local node, the links and the effective totem timers.
 
 from __future__ import annotations
 
+from corosync_executive._cmap_service import (
+    BLACKBOX_KEYS,
+    CmapService,
+    CmapServiceStats,
+    load_config_into_cmap,
+)
 from corosync_executive._config_parser import (
     DEFAULT_CONFIG_PATH,
     MAX_LINE_BYTES,
@@ -48,9 +54,12 @@ from corosync_executive._config_validate import (
 )
 
 __all__ = [
+    "BLACKBOX_KEYS",
     "DEFAULT_CONFIG_PATH",
     "MAX_LINE_BYTES",
     "AtbMode",
+    "CmapService",
+    "CmapServiceStats",
     "Config",
     "ConfigEntry",
     "ConfigError",
@@ -77,6 +86,7 @@ __all__ = [
     "convert_entry",
     "key_spec",
     "load_config",
+    "load_config_into_cmap",
     "numeric_id",
     "parse_config",
     "validate_config",
