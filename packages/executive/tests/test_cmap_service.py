@@ -98,7 +98,9 @@ async def harness(runtime_dir: str) -> AsyncIterator[Harness]:
     store.set("test.bin", CmapValueType.BINARY, b"ab\n", writer=True)
     service = CmapService(store)
     prefix = f"c{os.getpid()}{uuid.uuid4().hex[:6]}-"
-    server = service.make_server(prefix=prefix, authorize=ME, runtime_dir=runtime_dir)
+    server = service.make_server(
+        prefix=prefix, authorize=ME, runtime_dir=runtime_dir, transport="socket"
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         yield Harness(service, prefix)

@@ -1,7 +1,8 @@
 """The real corosync-cmapctl (Debian's corosync 3.1.7) against our cmap service.
 
 A small server script loads ``data/debian-3-nodes.conf`` into a CmapStore, serves it
-with :class:`CmapService` over the SOCKET transport in a fresh network namespace
+with :class:`CmapService` over the SHM transport (corosync's default) or SOCKET in a
+fresh network namespace
 (abstract socket names are per namespace), and the unmodified tool runs in the same
 namespace: listing, get, set, delete, prefix delete, batch, binary, tracking, the
 stats map and the read-only refusal must come out as they do against corosync.
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -52,7 +53,7 @@ async def main():
     load_config_into_cmap(store, config)
     service = CmapService(store)
     service.stats_store.set("stats.srp.orf_token_rx", ValueType.UINT64, 5, writer=True)
-    server = service.make_server()
+    server = service.make_server(transport=sys.argv[2])
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -106,6 +107,20 @@ def netns() -> Iterator[str]:
     _run(["ip", "netns", "delete", name])
 
 
+def _connection_dirs(server_pid: int) -> list[str]:
+    """The per-connection directories our server has in /dev/shm now."""
+    return [d for d in os.listdir("/dev/shm") if d.startswith(f"qb-{server_pid}-")]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _expected_listing(prefix: str = "") -> list[str]:
     """The ``key (type) = value`` lines the config should give, sorted by key."""
     store = CmapStore()
@@ -115,14 +130,15 @@ def _expected_listing(prefix: str = "") -> list[str]:
     ]
 
 
-def test_real_cmapctl_against_cmap_service(netns: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["shm", "socket"])
+def test_real_cmapctl_against_cmap_service(netns: str, tmp_path: Path, transport: str) -> None:
     """corosync-cmapctl lists, gets, sets, deletes, batches, tracks and is refused
-    read-only keys by our cmap service exactly as by corosync."""
+    read-only keys by our cmap service exactly as by corosync, over either transport."""
     script = tmp_path / "cmap_server.py"
     script.write_text(SERVER_SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(SRC_PATHS))
     server = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, str(script), str(CONF)],
+        ["ip", "netns", "exec", netns, sys.executable, str(script), str(CONF), transport],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -131,6 +147,7 @@ def test_real_cmapctl_against_cmap_service(netns: str, tmp_path: Path) -> None:
     try:
         ready = _read_line(server.stdout, 30).split()
         assert ready[0] == "READY", ready
+        server_pid = int(ready[1])
         tool = ["ip", "netns", "exec", netns, "corosync-cmapctl"]
 
         listing = _run(tool)
@@ -221,10 +238,28 @@ def test_real_cmapctl_against_cmap_service(netns: str, tmp_path: Path) -> None:
             ['Type "q" to finish'],
         ]
 
+        # A client killed outright: the server sees its setup socket close and removes
+        # the connection's files (libqb clients never remove them while we live).
+        killed = subprocess.Popen(
+            [*tool, "-t", "test.killed"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert _wait_for(lambda: len(_connection_dirs(server_pid)) == 1)
+        finally:
+            killed.kill()
+            killed.wait()
+            assert killed.stdin is not None
+            killed.stdin.close()
+        assert _wait_for(lambda: _connection_dirs(server_pid) == [])
+
         server.send_signal(signal.SIGTERM)
         # Every tool run has gone: no session and no track is left in the service.
         assert _read_line(server.stdout, 30).split() == ["STATS", "0", "0"]
         assert server.wait(30) == 0
+        assert _connection_dirs(server_pid) == []
     finally:
         if server.poll() is None:
             server.kill()

@@ -2,8 +2,9 @@
 
 Our IPC server runs in a fresh network namespace (abstract unix socket names are per
 namespace, so it cannot meet a real corosync on this host) with a minimal cmap handler,
-and answers the handshake with the SOCKET transport. The unmodified tool, started in
-the same namespace, must print what it prints against corosync.
+and answers the handshake with the SHM transport (corosync's default) or SOCKET. The
+unmodified tool, started in the same namespace, must print what it prints against
+corosync.
 
 Needs root (``ip netns``) and the corosync package (``./dev.sh setup`` installs it as
 root); skipped with the reason otherwise.
@@ -101,7 +102,12 @@ async def handle(conn, request_id, message):
 async def main():
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     # corosync's rule: root, plus what uidgid grants (here the group 4242).
-    server = IpcServer("cmap", handle, authorize=AccessPolicy(allowed_gids=frozenset({4242})))
+    server = IpcServer(
+        "cmap",
+        handle,
+        authorize=AccessPolicy(allowed_gids=frozenset({4242})),
+        transport=sys.argv[1],
+    )
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
@@ -115,6 +121,16 @@ async def main():
 
 trio.run(main)
 """
+
+
+EXPECTED_FILES = {
+    "shm": sorted(
+        f"qb-{ring}-cmap-{part}"
+        for ring in ("request", "response", "event")
+        for part in ("header", "data")
+    ),
+    "socket": ["qb-control-cmap"],
+}
 
 
 def _skip_reason() -> str | None:
@@ -154,15 +170,16 @@ def netns() -> Iterator[str]:
     _run(["ip", "netns", "delete", name])
 
 
-def test_real_cmapctl_reads_our_cmap(netns: str, tmp_path: Path) -> None:
-    """corosync-cmapctl -g prints our values over the SOCKET transport, a missing key
+@pytest.mark.parametrize("transport", ["shm", "socket"])
+def test_real_cmapctl_reads_our_cmap(netns: str, tmp_path: Path, transport: str) -> None:
+    """corosync-cmapctl -g prints our values over either transport, a missing key
     gives its CS_ERR_NOT_EXIST message and exit code 1, -t prints our event, and a
     plain user is refused with CS_ERR_ACCESS unless its group is granted."""
     script = tmp_path / "ipc_cmap_server.py"
     script.write_text(SERVER_SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(SRC_PATHS))
     server = subprocess.Popen(
-        ["ip", "netns", "exec", netns, sys.executable, str(script)],
+        ["ip", "netns", "exec", netns, sys.executable, str(script), transport],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -194,6 +211,9 @@ def test_real_cmapctl_reads_our_cmap(netns: str, tmp_path: Path) -> None:
         )
         try:
             time.sleep(1)  # the event is sent as the track is added; let it be dispatched
+            # The connection's files, named as libqb names them, owned by the client.
+            (directory,) = [d for d in os.listdir("/dev/shm") if d.startswith(f"qb-{server_pid}-")]
+            assert sorted(os.listdir(f"/dev/shm/{directory}")) == EXPECTED_FILES[transport]
             out, err = tracker.communicate("q\n", timeout=30)
         finally:
             if tracker.poll() is None:

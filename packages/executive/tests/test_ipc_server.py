@@ -122,6 +122,7 @@ async def start_server(
         async def start(handler: Handler = cmap_get_handler, **kwargs: Any) -> Harness:
             kwargs.setdefault("runtime_dir", runtime_dir)
             kwargs.setdefault("authorize", ME)
+            kwargs.setdefault("transport", "socket")  # our IpcClient speaks SOCKET only
             server = IpcServer("cmap", handler, prefix=prefix, **kwargs)
             await nursery.start(server.serve)
             return Harness(server, prefix)
@@ -210,7 +211,7 @@ async def test_second_server_on_same_name_fails(
 ) -> None:
     """Binding a name already served raises IpcServerError naming it."""
     await start_server()
-    server = IpcServer("cmap", cmap_get_handler, prefix=prefix)
+    server = IpcServer("cmap", cmap_get_handler, prefix=prefix, transport="socket")
     with pytest.raises(IpcServerError, match="already in use"):
         await server.serve()
 
@@ -566,7 +567,12 @@ async def test_server_side_close_fails_the_client(
 async def test_server_shutdown_removes_everything(prefix: str, runtime_dir: str) -> None:
     """Cancelling serve() closes connections and removes their files."""
     server = IpcServer(
-        "cmap", cmap_get_handler, prefix=prefix, runtime_dir=runtime_dir, authorize=ME
+        "cmap",
+        cmap_get_handler,
+        prefix=prefix,
+        runtime_dir=runtime_dir,
+        authorize=ME,
+        transport="socket",
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)

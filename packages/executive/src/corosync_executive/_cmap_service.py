@@ -179,7 +179,7 @@ class CmapService:
 
     def make_server(self, **kwargs: Any) -> IpcServer:
         """An :class:`IpcServer` for the ``cmap`` socket wired to this service
-        (``kwargs`` as IpcServer's: prefix, authorize, runtime_dir...)."""
+        (``kwargs`` as IpcServer's: prefix, authorize, runtime_dir, transport...)."""
         return IpcServer(
             "cmap",
             self.handle,

@@ -1,4 +1,4 @@
-"""The libqb IPC server, SOCKET transport, on trio (reference/libqb-ipc.md sections 1, 2, 4).
+"""The libqb IPC server, SHM and SOCKET transports, on trio (reference/libqb-ipc.md 1-4).
 
 One :class:`IpcServer` per service socket (``cmap``, ``cfg``, ...). It listens on the
 abstract stream socket ``prefix + service`` and, per client:
@@ -6,11 +6,14 @@ abstract stream socket ``prefix + service`` and, per client:
 1. reads the 24-byte connection request with the client's ``SCM_CREDENTIALS`` and asks
    the ``authorize`` callback (default :class:`AccessPolicy`: root, or a configured uid
    or gid; corosync's rule) -- a refusal is answered with a negative errno and closed;
-2. creates what libqb's socket transport names in its answer: a directory under
-   ``/dev/shm`` holding the 24-byte control file (flow control), and two datagram sockets
-   bound to ``B-request`` and ``B-event-tx``, *before* answering, since the client
-   connects to them at once;
-3. serves requests one at a time, in order: each datagram is one message, handed whole
+2. creates what the chosen transport names in its answer, *before* answering, since the
+   client opens it at once, in a per-connection directory under ``/dev/shm``: for SHM
+   (``transport="shm"``, the default, as corosync's ``qb_ipc_type: native``) the
+   request, response and event rings of :mod:`._ipc_shm`; for SOCKET the 24-byte
+   control file (flow control) and two datagram sockets bound to ``B-request`` and
+   ``B-event-tx``;
+3. serves requests one at a time, in order: each datagram (SOCKET) or ring chunk
+   announced by a byte on the setup socket (SHM) is one message, handed whole
    (header included) to ``handler(conn, request_id, message)``, whose return value is
    the whole response message, sent back from ``B-request`` (None sends nothing, as for
    cpg mcast). A request that cannot be framed, or that the handler rejects with
@@ -19,12 +22,14 @@ abstract stream socket ``prefix + service`` and, per client:
    with its code; any other handler exception is logged and answered CS_ERR_LIBRARY.
    The daemon never crashes on a client's bytes;
 4. sends events queued with :meth:`IpcConnection.send_event` from ``B-event-tx``,
-   waiting while the client has not bound its event socket yet or its buffer is full;
+   waiting while the client has not bound its event socket yet or its buffer is full
+   (SOCKET), or into the event ring plus one byte on the setup socket, waiting while
+   the ring is full (SHM);
 5. notices the client leaving by EOF/HUP on the stream socket (libqb clients send no
    goodbye) or a DISCONNECT request, cancels its pending work and removes its files.
 
-Not done here: the SHM transport (a later piece) and the ``sent`` statistics counters
-of the control file (libqb keeps them only for ``q_len`` statistics; clients ignore them).
+Not done here: the ``sent`` statistics counters of the SOCKET control file (libqb keeps
+them only for ``q_len`` statistics; clients ignore them).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import struct
 import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 import structlog
@@ -63,6 +68,7 @@ from corosync.ipc import (
     decode_response_header_untrusted,
     encode_error_response,
 )
+from corosync_executive._ipc_shm import FLOW_CONTROL_OFFSET, ShmRing, ShmRingError
 
 __all__ = [
     "MAX_MSG_SIZE_CAP",
@@ -73,11 +79,15 @@ __all__ = [
     "IpcServerError",
     "IpcServerStats",
     "RequestHandler",
+    "Transport",
     "check_credentials",
 ]
 
 RequestHandler = Callable[["IpcConnection", int, bytes], Awaitable[bytes | None]]
 """``async def handle(conn, request_id, message) -> response message | None``."""
+
+Transport = Literal["shm", "socket"]
+"""The transport the server answers with: libqb's SHM rings or SOCKET datagrams."""
 
 Authorizer = Callable[[Credentials | None], int]
 """Decides on a connecting client: 0 accepts, a negative errno refuses (sent to it)."""
@@ -92,6 +102,12 @@ _BATCH = 64  # datagrams drained per wake-up, so one busy client cannot starve o
 # the kernel's wmem_max anyway, and a wish of 4 GiB must not make us allocate it.
 MAX_MSG_SIZE_CAP: Final = 16 * 1024 * 1024
 _EVENT_CONNECT_RETRY = 0.1  # seconds between tries while the client's event socket is unbound
+_RING_FULL_RETRY = 0.01  # seconds between tries while a client's ring has no room
+
+
+def _always() -> bool:
+    """The SOCKET control file's guard: nothing to check (see ShmRing.files_intact)."""
+    return True
 
 
 class IpcServerError(Exception):
@@ -161,12 +177,16 @@ class IpcConnection:
         max_msg_size: int,
         control: mmap.mmap,
         max_event_backlog: int,
+        flow_control_offset: int = _REQUEST_FLOW_CONTROL_OFFSET,
+        control_intact: Callable[[], bool] = _always,
     ) -> None:
         self.id = conn_id
         self.service = service
         self.credentials = credentials
         self.max_msg_size = max_msg_size
         self._control = control
+        self._flow_control_offset = flow_control_offset
+        self._control_intact = control_intact
         self._events: deque[bytes] = deque()
         self._event_bytes = 0
         self._max_event_backlog = max_event_backlog
@@ -204,15 +224,15 @@ class IpcConnection:
         1 stops all (the client gets CS_ERR_TRY_AGAIN), 2 only cpg mcasts."""
         if not 0 <= level <= 2:
             raise ValueError("flow control level is 0, 1 or 2")
-        if not self.closed:
-            _FLOW_CONTROL.pack_into(self._control, _REQUEST_FLOW_CONTROL_OFFSET, level)
+        if not self.closed and self._control_intact():
+            _FLOW_CONTROL.pack_into(self._control, self._flow_control_offset, level)
 
     @property
     def flow_control(self) -> int:
         """The flag as it is now in the control file."""
-        if self.closed:
+        if self.closed or not self._control_intact():
             return 0
-        value: int = _FLOW_CONTROL.unpack_from(self._control, _REQUEST_FLOW_CONTROL_OFFSET)[0]
+        value: int = _FLOW_CONTROL.unpack_from(self._control, self._flow_control_offset)[0]
         return value
 
     def close(self) -> None:
@@ -240,8 +260,23 @@ class _Resources:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+@attrs.frozen
+class _ShmResources:
+    """What one SHM-transport connection owns: three rings in one directory."""
+
+    directory: str
+    request: ShmRing
+    response: ShmRing
+    event: ShmRing
+
+    def close(self) -> None:
+        for ring in (self.request, self.response, self.event):
+            ring.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class IpcServer:
-    """The libqb IPC server of one service (SOCKET transport). Run :meth:`serve`."""
+    """The libqb IPC server of one service (SHM or SOCKET transport). Run :meth:`serve`."""
 
     def __init__(
         self,
@@ -256,8 +291,11 @@ class IpcServer:
         on_disconnect: Callable[[IpcConnection], None] | None = None,
         handshake_timeout: float = 10.0,
         max_event_backlog: int = 16 * 1024 * 1024,
+        transport: Transport = "shm",
     ) -> None:
         name = prefix + service_name
+        if transport not in ("shm", "socket"):
+            raise IpcServerError(f"IPC transport {transport!r} is not 'shm' or 'socket'")
         if not service_name or "/" in name:
             raise IpcServerError(f"IPC service name {name!r} must be non-empty, without '/'")
         try:
@@ -267,6 +305,7 @@ class IpcServer:
         if not 0 < max_msg_size <= MAX_MSG_SIZE_CAP:
             raise IpcServerError(f"max_msg_size {max_msg_size} is not in 1..{MAX_MSG_SIZE_CAP}")
         self.name = name
+        self.transport: Transport = transport
         self.service_name = service_name
         self._handler = handler
         self._authorize: Authorizer = authorize if authorize is not None else AccessPolicy()
@@ -340,7 +379,7 @@ class IpcServer:
     async def _run_client(self, setup: socket.socket) -> None:
         try:
             setup.setblocking(False)
-            accepted: tuple[IpcConnection, _Resources] | None = None
+            accepted: tuple[IpcConnection, _Resources | _ShmResources] | None = None
             with trio.move_on_after(self._handshake_timeout) as scope:
                 accepted = await self._handshake(setup)
             if scope.cancelled_caught:
@@ -365,7 +404,9 @@ class IpcServer:
             trio.lowlevel.notify_closing(setup)
             setup.close()
 
-    async def _handshake(self, setup: socket.socket) -> tuple[IpcConnection, _Resources] | None:
+    async def _handshake(
+        self, setup: socket.socket
+    ) -> tuple[IpcConnection, _Resources | _ShmResources] | None:
         """Read the request, decide, create the transport, answer. None: refused or failed
         (the client has had its answer when one could be sent)."""
         setup.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -395,23 +436,42 @@ class IpcServer:
             return None
         conn_id = next(self._ids)
         max_msg_size = min(max(request.max_msg_size, self.max_msg_size), MAX_MSG_SIZE_CAP)
+        resources: _Resources | _ShmResources
         try:
-            resources = self._create_resources(setup, creds, conn_id, max_msg_size)
-        except (OSError, ValueError) as exc:
+            if self.transport == "shm":
+                resources = self._create_shm_resources(setup, creds, max_msg_size)
+            else:
+                resources = self._create_resources(setup, creds, conn_id, max_msg_size)
+        except (OSError, ValueError, ShmRingError) as exc:
             self.stats.failed_handshakes += 1
             self._log.warning("ipc_connection_setup_failed", error=str(exc))
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENAMETOOLONG
             await self._refuse(setup, -code)
             return None
         try:
-            answer = ConnectionResponse(
-                error=0,
-                connection_type=IpcType.SOCKET,
-                max_msg_size=max_msg_size,
-                connection=conn_id,
-                request=resources.control_path,
-                response=resources.base,
-            )
+            if isinstance(resources, _ShmResources):
+                answer = ConnectionResponse(
+                    error=0,
+                    connection_type=IpcType.SHM,
+                    max_msg_size=max_msg_size,
+                    connection=conn_id,
+                    request=resources.request.name,
+                    response=resources.response.name,
+                    event=resources.event.name,
+                )
+                control, flow_offset = resources.request.flow_control_view, FLOW_CONTROL_OFFSET
+                intact = resources.request.files_intact
+            else:
+                answer = ConnectionResponse(
+                    error=0,
+                    connection_type=IpcType.SOCKET,
+                    max_msg_size=max_msg_size,
+                    connection=conn_id,
+                    request=resources.control_path,
+                    response=resources.base,
+                )
+                control, flow_offset = resources.control, _REQUEST_FLOW_CONTROL_OFFSET
+                intact = _always
             if not await _send_all(setup, answer.encode()):
                 self.stats.failed_handshakes += 1
                 resources.close()
@@ -425,8 +485,10 @@ class IpcServer:
             service=self.name,
             credentials=creds,
             max_msg_size=max_msg_size,
-            control=resources.control,
+            control=control,
             max_event_backlog=self._max_event_backlog,
+            flow_control_offset=flow_offset,
+            control_intact=intact,
         )
         conn.set_flow_control(self._flow_control)
         self.stats.accepted += 1
@@ -448,20 +510,48 @@ class IpcServer:
         """libqb's refusal: the response with only its header filled in, then close."""
         await _send_all(setup, ConnectionResponse(error=error, max_msg_size=0).encode())
 
+    def _make_directory(self, setup: socket.socket, creds: Credentials) -> str:
+        """libqb's per-connection directory, mode 0770, owned by the client if we can."""
+        directory = tempfile.mkdtemp(
+            prefix=f"qb-{os.getpid()}-{creds.pid}-{setup.fileno()}-", dir=self._runtime_dir
+        )
+        try:
+            os.chmod(directory, 0o770)  # noqa: S103 - libqb's mode; owned by the client
+            with contextlib.suppress(OSError):
+                os.chown(directory, creds.uid, creds.gid)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return directory
+
+    def _create_shm_resources(
+        self, setup: socket.socket, creds: Credentials, max_msg_size: int
+    ) -> _ShmResources:
+        """The directory and the three rings (six files) of one SHM connection, named
+        as libqb names them (``D-request-<svc>`` ...). Raises OSError or ShmRingError."""
+        directory = self._make_directory(setup, creds)
+        rings: list[ShmRing] = []
+        try:
+            # One at a time: the rings made so far are closed if a later one fails.
+            for kind in ("request", "response", "event"):
+                name = f"{directory}/qb-{kind}-{self.name}"
+                rings.append(ShmRing(name, max_msg_size, uid=creds.uid, gid=creds.gid))
+        except BaseException:
+            for ring in rings:
+                ring.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return _ShmResources(directory, *rings)
+
     def _create_resources(
         self, setup: socket.socket, creds: Credentials, conn_id: int, max_msg_size: int
     ) -> _Resources:
         """The directory, control file and datagram sockets of one connection, owned by
         the client where files are concerned (best effort when we are not root).
         Raises OSError, or ValueError when a socket name would not fit sun_path."""
-        directory = tempfile.mkdtemp(
-            prefix=f"qb-{os.getpid()}-{creds.pid}-{setup.fileno()}-", dir=self._runtime_dir
-        )
+        directory = self._make_directory(setup, creds)
         opened: list[socket.socket | mmap.mmap] = []
         try:
-            os.chmod(directory, 0o770)  # noqa: S103 - libqb's mode; owned by the client
-            with contextlib.suppress(OSError):
-                os.chown(directory, creds.uid, creds.gid)
             prefix = f"{directory}/qb"
             control_path = f"{prefix}-control-{self.name}"
             base = f"{prefix}-{self.name}"
@@ -494,8 +584,11 @@ class IpcServer:
     # ------------------------------------------------------------------ serving
 
     async def _serve_connection(
-        self, conn: IpcConnection, setup: socket.socket, res: _Resources
+        self, conn: IpcConnection, setup: socket.socket, res: _Resources | _ShmResources
     ) -> None:
+        if isinstance(res, _ShmResources):
+            await self._serve_shm_connection(conn, setup, res)
+            return
         response_addr = abstract_socket_address(f"{res.base}-response")
         event_addr = abstract_socket_address(f"{res.base}-event")
         try:
@@ -511,6 +604,95 @@ class IpcServer:
         finally:
             for sock in (res.request_sock, res.event_sock):
                 trio.lowlevel.notify_closing(sock)
+
+    async def _serve_shm_connection(
+        self, conn: IpcConnection, setup: socket.socket, res: _ShmResources
+    ) -> None:
+        with conn._cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve_shm_requests, conn, setup, res, nursery)
+                nursery.start_soon(self._send_shm_events, conn, setup, res.event)
+                conn._announced = True
+                self._call_hook(self._on_connect, conn)
+
+    async def _serve_shm_requests(
+        self, conn: IpcConnection, setup: socket.socket, res: _ShmResources, nursery: trio.Nursery
+    ) -> None:
+        """The client posts a chunk then sends one byte on the setup socket; EOF there
+        means it has gone. Each wake-up drains every committed chunk, in order."""
+        while True:
+            await trio.lowlevel.wait_readable(setup)
+            try:
+                data = setup.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                nursery.cancel_scope.cancel()
+                return
+            for _ in range(_BATCH):
+                try:
+                    message = res.request.read()
+                except ShmRingError as exc:
+                    self._log.warning("ipc_bad_shm_chunk", conn=conn.id, error=str(exc))
+                    nursery.cancel_scope.cancel()
+                    return
+                if message is None:
+                    break
+                # read() refuses chunks over max_msg_size, so none is truncated.
+                reply = await self._process(conn, message, truncated=False)
+                if reply is _Action.DISCONNECT:
+                    nursery.cancel_scope.cancel()
+                    return
+                if reply is not None and not await self._write_response(conn, res.response, reply):
+                    nursery.cancel_scope.cancel()
+                    return
+            await trio.lowlevel.checkpoint()
+
+    async def _write_response(self, conn: IpcConnection, ring: ShmRing, reply: bytes) -> bool:
+        """Put one response in the ring; False when the client must be dropped: its
+        files were shrunk, or it has not made room in time (a libqb client reads each
+        response before its next request, so only a broken client fills the ring)."""
+        with trio.move_on_after(self._handshake_timeout):
+            while True:
+                try:
+                    if ring.write(reply):
+                        return True
+                except ShmRingError as exc:
+                    self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
+                    return False
+                await trio.sleep(_RING_FULL_RETRY)
+        self._log.warning("ipc_response_ring_full", conn=conn.id)
+        return False
+
+    async def _send_shm_events(
+        self, conn: IpcConnection, setup: socket.socket, ring: ShmRing
+    ) -> None:
+        """Each event goes into the event ring, then one byte on the setup socket wakes
+        the client's poll (its dispatch reads one chunk and one byte)."""
+        while True:
+            if not conn._events:
+                conn._event_wakeup = trio.Event()
+                await conn._event_wakeup.wait()
+                continue
+            message = conn._events[0]
+            try:
+                written = ring.write(message)
+            except ShmRingError as exc:
+                self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
+                self.stats.events_dropped += len(conn._events)
+                conn.close()
+                return
+            if not written:
+                await trio.sleep(_RING_FULL_RETRY)  # the client has not dispatched yet
+                continue
+            conn._events.popleft()
+            conn._event_bytes -= len(message)
+            self.stats.events_sent += 1
+            if not await _send_all(setup, b"\0"):
+                conn.close()
+                return
 
     async def _watch_setup(self, setup: socket.socket, scope: trio.CancelScope) -> None:
         """The client is gone when its stream socket reads EOF (or fails)."""
