@@ -701,3 +701,27 @@ async def test_flow_control_stops_requests(
         late.close()
     finally:
         client.close()
+
+
+async def test_truncated_control_file_does_not_crash_the_server(
+    start_server: Callable[..., Awaitable[Harness]], runtime_dir: str
+) -> None:
+    """A client that truncates its control file cannot make the daemon touch a mapping
+    past the end of the file (SIGBUS): flow control is skipped for it, others go on."""
+    h = await start_server()
+    client = await h.call(h.connect)
+    try:
+        (directory,) = os.listdir(runtime_dir)
+        (control,) = os.listdir(os.path.join(runtime_dir, directory))
+        os.truncate(os.path.join(runtime_dir, directory, control), 0)
+        (conn,) = h.server.connections
+        h.server.set_flow_control(1)  # would write offset 4 of the now empty file
+        assert conn.flow_control == 0  # not readable any more: treated as "no control"
+        h.server.set_flow_control(0)
+        other = await h.call(h.connect)
+        try:
+            assert (await h.call(lambda: _get_token(other))).error is CsErrorCode.OK
+        finally:
+            other.close()
+    finally:
+        client.close()

@@ -249,14 +249,25 @@ class _Resources:
     control_path: str
     base: str
     control: mmap.mmap
+    control_fd: int
     request_sock: socket.socket
     event_sock: socket.socket
+
+    def control_intact(self) -> bool:
+        """The client owns the control file and could truncate it: touching the mapping
+        then would kill the daemon with SIGBUS. Check its size before every access."""
+        try:
+            return os.fstat(self.control_fd).st_size >= CONTROL_FILE_SIZE
+        except OSError:
+            return False
 
     def close(self) -> None:
         self.request_sock.close()
         self.event_sock.close()
         with contextlib.suppress(BufferError):
             self.control.close()
+        with contextlib.suppress(OSError):
+            os.close(self.control_fd)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -471,7 +482,7 @@ class IpcServer:
                     response=resources.base,
                 )
                 control, flow_offset = resources.control, _REQUEST_FLOW_CONTROL_OFFSET
-                intact = _always
+                intact = resources.control_intact
             if not await _send_all(setup, answer.encode()):
                 self.stats.failed_handshakes += 1
                 resources.close()
@@ -568,8 +579,10 @@ class IpcServer:
                 control = mmap.mmap(
                     fd, CONTROL_FILE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
                 )
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            control_fd = fd  # kept open: control_intact() checks the size through it
             opened.append(control)
             request_sock = _bound_dgram(request_addr, max_msg_size)
             opened.append(request_sock)
@@ -577,9 +590,13 @@ class IpcServer:
         except BaseException:
             for item in opened:
                 item.close()
+            if opened:
+                os.close(control_fd)
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        return _Resources(directory, control_path, base, control, request_sock, event_sock)
+        return _Resources(
+            directory, control_path, base, control, control_fd, request_sock, event_sock
+        )
 
     # ------------------------------------------------------------------ serving
 
