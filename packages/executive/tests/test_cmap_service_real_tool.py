@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -68,16 +67,6 @@ trio.run(main)
 """
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for a network namespace (ip netns)"
-    if shutil.which("ip") is None:
-        return "needs the iproute2 'ip' tool"
-    if shutil.which("corosync-cmapctl") is None:
-        return "corosync-cmapctl is not installed (apt-get install corosync; ./dev.sh setup)"
-    return None
-
-
 def _run(
     args: list[str], timeout: float = 30, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -92,19 +81,6 @@ def _read_line(stream: IO[str] | None, timeout: float) -> str:
     assert ready, "the cmap server did not answer in time"
     line: str = stream.readline()
     return line
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    name = f"pcscmap{os.getpid()}"
-    _run(["ip", "netns", "delete", name])  # a leftover of an interrupted run
-    result = _run(["ip", "netns", "add", name])
-    assert result.returncode == 0, result.stderr
-    yield name
-    _run(["ip", "netns", "delete", name])
 
 
 def _connection_dirs(server_pid: int) -> list[str]:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -133,18 +131,6 @@ EXPECTED_FILES = {
 }
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for a network namespace (ip netns)"
-    if shutil.which("ip") is None or shutil.which("setpriv") is None:
-        return "needs the iproute2 'ip' tool and util-linux 'setpriv'"
-    if shutil.which("corosync-cmapctl") is None:
-        return (
-            "corosync-cmapctl is not installed (apt-get install corosync; ./dev.sh setup as root)"
-        )
-    return None
-
-
 def _run(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -155,19 +141,6 @@ def _read_line(stream: IO[str] | None, timeout: float) -> str:
     assert ready, "the IPC server did not start in time"
     line: str = stream.readline()
     return line
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    name = f"pcsipc{os.getpid()}"
-    _run(["ip", "netns", "delete", name])  # a leftover of an interrupted run
-    result = _run(["ip", "netns", "add", name])
-    assert result.returncode == 0, result.stderr
-    yield name
-    _run(["ip", "netns", "delete", name])
 
 
 @pytest.mark.parametrize("transport", ["shm", "socket"])
