@@ -352,3 +352,25 @@ def test_core_validates_its_config_at_construction() -> None:
         totem.TotemCore(1, config=TotemConfig(hold=5), rng=random.Random(0))
     core = totem.TotemCore(1, config=TotemConfig(), node_count=5, rng=random.Random(0))
     assert core.timers.token == 4950
+
+
+def test_reconfigure_changes_timers_at_runtime() -> None:
+    """reconfigure() recomputes the derived timers; the token-loss timer armed after it
+    uses the new token timeout; an invalid config changes nothing."""
+    import random
+
+    core = totem.TotemCore(1, config=TotemConfig(token=1000), node_count=3, rng=random.Random(0))
+    core.start(0)
+    assert core.timers.token == 1000 + 650  # token_coefficient 650 per node above 2
+    timers = core.reconfigure(TotemConfig(token=5000), 3)
+    assert timers.token == core.timers.token == 5650
+    assert core.config.token == 5000
+    with raises_naming("hold"):
+        core.reconfigure(TotemConfig(hold=5), 3)
+    assert core.timers.token == 5650
+    # A node alone forms its singleton ring after consensus; from then on the token
+    # loss deadline is armed with the new value.
+    consensus_ns = core.timers.consensus * 1_000_000
+    core.handle_timeouts(consensus_ns + 1)
+    deadline = core.next_deadline()
+    assert deadline is not None

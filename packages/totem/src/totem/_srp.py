@@ -343,6 +343,15 @@ class TotemCore:
         self._enter_gather(now, "startup")
         self._check_consensus(now)  # alone for now: a singleton ring, merged later
 
+    def reconfigure(self, config: TotemConfig, node_count: int) -> EffectiveConfig:
+        """Change the totem options at runtime (corosync's reload of ``totem.*``): every
+        timer takes its new value the next time it is armed; window and message limits
+        apply from the next token. Returns the new effective values."""
+        timers = config.effective(node_count)  # raises ConfigError before changing anything
+        self.config = config
+        self.timers = timers
+        return timers
+
     def mcast(self, payload: bytes, guarantee: Guarantee = Guarantee.AGREED, now: int = 0) -> None:
         """Queue ``payload`` for ordered delivery to every member (and to us)."""
         if self._source is not self._fifo:
@@ -1134,19 +1143,15 @@ class TotemCore:
                 else self.members,
             )
         )
+        joined = sorted(set(self.members) - set(old_members)) if self._had_regular else []
+        left = sorted(set(old_members) - set(self.members)) if self._had_regular else []
+        if not self._had_regular:
+            joined = list(self.members)  # corosync: the first ring's members all joined
         self._log(
             "notice",
             f"A new membership ({self.ring_id}) was formed. Members"
-            + (
-                f" joined: {' '.join(map(str, sorted(set(self.members) - set(old_members))))}"
-                if self._had_regular and set(self.members) - set(old_members)
-                else ""
-            )
-            + (
-                f" left: {' '.join(map(str, sorted(set(old_members) - set(self.members))))}"
-                if self._had_regular and set(old_members) - set(self.members)
-                else ""
-            ),
+            + (f" joined: {' '.join(map(str, joined))}" if joined else "")
+            + (f" left: {' '.join(map(str, left))}" if left else ""),
             ring_id=str(self.ring_id),
             members=list(self.members),
         )

@@ -142,6 +142,12 @@ class TotemNode:
         stats["events_queued"] = self._events_in.statistics().current_buffer_used
         return stats
 
+    def reconfigure(self, config: TotemConfig, node_count: int) -> EffectiveConfig:
+        """Change the totem options at runtime (see :meth:`TotemCore.reconfigure`)."""
+        timers = self.core.reconfigure(config, node_count)
+        self._after_input()
+        return timers
+
     # ---------------------------------------------------------------- leaving
 
     async def leave(self) -> None:
