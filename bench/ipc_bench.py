@@ -22,7 +22,8 @@ libqb/pycorosync socket names are abstract Unix sockets, per namespace):
 
 Clients:
 
-* ``python``: our ``corosync.cmap`` (``initialize`` then ``handle.get``), socket only;
+* ``python``: our ``corosync.cmap`` (``initialize`` then ``handle.get``), over the
+  transport the server chose (checked against the row's transport);
 * ``libcmap``: the real C ``libcmap.so.4`` loaded with ctypes (``cmap_initialize``,
   ``cmap_get_uint32``, ``cmap_finalize``); the loop is Python, each iteration one
   ctypes call into libcmap, so the column includes about a microsecond of ctypes
@@ -130,10 +131,12 @@ def _measure(get: Callable[[], object], duration: float) -> dict[str, float]:
     }
 
 
-def _python_client(duration: float) -> dict[str, float]:
+def _python_client(duration: float, transport: str) -> dict[str, float]:
     from corosync import cmap  # only the worker process needs it
 
     with cmap.initialize() as handle:
+        if handle.transport.name.lower() != transport:
+            raise RuntimeError(f"the server chose {handle.transport.name}, not {transport}")
         if handle.get(KEY) != 3000:
             raise RuntimeError(f"{KEY} is not 3000 on this server")
         return _measure(lambda: handle.get(KEY), duration)
@@ -164,10 +167,13 @@ def _libcmap_client(duration: float) -> dict[str, float]:
         lib.cmap_finalize(handle.value)
 
 
-def _worker(client: str, duration: float) -> int:
+def _worker(client: str, duration: float, transport: str) -> int:
     try:
-        run = _python_client if client == "python" else _libcmap_client
-        print(json.dumps(run(duration)), flush=True)
+        if client == "python":
+            result = _python_client(duration, transport)
+        else:
+            result = _libcmap_client(duration)
+        print(json.dumps(result), flush=True)
     except Exception as exc:  # reported to the parent as the row's error
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1
@@ -310,11 +316,12 @@ def _our_server(ns: str, transport: str, cpu: int | None) -> Iterator[None]:
         _stop(proc)
 
 
-def _run_client(ns: str, client: str, duration: float, cpu: int | None) -> dict[str, float] | str:
+def _run_client(
+    ns: str, client: str, transport: str, duration: float, cpu: int | None
+) -> dict[str, float] | str:
+    argv = [sys.executable, __file__, "--client", client, "--duration", str(duration)]
     done = subprocess.run(
-        _ns_exec(
-            ns, [sys.executable, __file__, "--client", client, "--duration", str(duration)], cpu
-        ),
+        _ns_exec(ns, [*argv, "--transport", transport], cpu),
         env=_env(),
         capture_output=True,
         text=True,
@@ -370,23 +377,21 @@ def _bench(duration: float, pin: str) -> int:
         failed = failed or (isinstance(result, str) and result.startswith("FAILED"))
         print(_row(server, transport, client, result), flush=True)
 
+    def rows(server: str, transport: str) -> None:
+        for client in ("python", "libcmap"):
+            result = _run_client(ns, client, transport, duration, client_cpu)
+            emit(server, transport, client, result)
+
     with _namespace() as ns:
-        with _real_corosync(ns, "socket", server_cpu):
-            for client in ("python", "libcmap"):
-                emit("corosync", "socket", client, _run_client(ns, client, duration, client_cpu))
-        with _our_server(ns, "socket", server_cpu):
-            for client in ("python", "libcmap"):
-                emit("pycorosync", "socket", client, _run_client(ns, client, duration, client_cpu))
-        with _real_corosync(ns, "shm", server_cpu):
-            emit("corosync", "shm", "libcmap", _run_client(ns, "libcmap", duration, client_cpu))
-        if shm:
-            with _our_server(ns, "shm", server_cpu):
-                emit(
-                    "pycorosync", "shm", "libcmap", _run_client(ns, "libcmap", duration, client_cpu)
-                )
-        else:
-            emit("pycorosync", "shm", "libcmap", NOT_YET)
-    print("(python client: socket transport only, so no python rows over shm)")
+        for transport in ("socket", "shm"):
+            with _real_corosync(ns, transport, server_cpu):
+                rows("corosync", transport)
+            if transport == "shm" and not shm:
+                emit("pycorosync", transport, "python", NOT_YET)
+                emit("pycorosync", transport, "libcmap", NOT_YET)
+                continue
+            with _our_server(ns, transport, server_cpu):
+                rows("pycorosync", transport)
     return 1 if failed else 0
 
 
@@ -404,13 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--client", choices=("python", "libcmap"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=("socket", "shm"), help=argparse.SUPPRESS)
+    parser.add_argument("--transport", choices=("socket", "shm"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
     if args.serve is not None:
         return _serve(args.serve)
     if args.client is not None:
-        return _worker(args.client, args.duration)
+        return _worker(args.client, args.duration, args.transport or "socket")
     return _bench(0.3 if args.quick else args.duration, args.pin)
 
 

@@ -55,7 +55,9 @@ def test_quick_run_prints_the_header_and_every_row() -> None:
         ("corosync", "socket", "libcmap"),
         ("pycorosync", "socket", "python"),
         ("pycorosync", "socket", "libcmap"),
+        ("corosync", "shm", "python"),
         ("corosync", "shm", "libcmap"),
+        ("pycorosync", "shm", "python"),
         ("pycorosync", "shm", "libcmap"),
     ]
     for key, cells in rows.items():

@@ -1,10 +1,11 @@
 """pycorosync-cmapctl and corosync.cmap against a real corosync 3 (Debian package).
 
 A module fixture creates a network namespace, starts ``corosync -f`` there with a
-single-node knet config on 127.0.0.1 and the SOCKET IPC transport (the only one our
-client speaks so far), and every test compares ``corosync-cmapctl ARGS`` with
-``python -m corosync.tools.cmapctl ARGS`` run in that namespace: same stdout, same
-stderr (apart from the program name), same exit code, same effect on cmap.
+single-node knet config on 127.0.0.1 and the SOCKET IPC transport (SHM, corosync's
+default, is covered by test_cmap_real_corosync_shm.py), and every test compares
+``corosync-cmapctl ARGS`` with ``python -m corosync.tools.cmapctl ARGS`` run in that
+namespace: same stdout, same stderr (apart from the program name), same exit code,
+same effect on cmap.
 """
 
 from __future__ import annotations

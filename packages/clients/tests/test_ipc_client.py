@@ -141,7 +141,6 @@ def test_refusals_map_to_cs_errors(
 @pytest.mark.parametrize(
     ("conn_type", "code"),
     [
-        (IpcType.SHM, CsErrorCode.NOT_SUPPORTED),
         (IpcType.POSIX_MQ, CsErrorCode.NOT_SUPPORTED),
         (IpcType.SYSV_MQ, CsErrorCode.NOT_SUPPORTED),
         (7, CsErrorCode.INVALID_PARAM),
@@ -150,11 +149,11 @@ def test_refusals_map_to_cs_errors(
 def test_other_transports_are_refused(
     fake_server: Callable[[Behaviour], FakeServer], conn_type: int, code: CsErrorCode
 ) -> None:
-    """A server choosing a transport other than SOCKET gets a clear error."""
+    """A server choosing a transport other than SHM or SOCKET gets a clear error."""
     server = fake_server(_answer(ConnectionResponse(connection_type=conn_type)))
     exc = _connect_error(server.name)
     assert exc.code is code
-    assert "this client speaks only SOCKET" in str(exc)
+    assert "this client speaks SHM and SOCKET" in str(exc)
 
 
 def test_garbage_handshake_is_library_error(
@@ -197,6 +196,28 @@ def test_missing_transport_files_are_library_error(
 ) -> None:
     """An accepted answer naming files and sockets that do not exist fails cleanly."""
     answer = ConnectionResponse(request="/nonexistent/qb-control-cmap", response="/nonexistent/b")
+    server = fake_server(_answer(answer))
+    exc = _connect_error(server.name)
+    assert exc.code is CsErrorCode.LIBRARY
+    assert "cannot open the transport" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("", "", ""),
+        ("relative/r", "/nonexistent/s", "/nonexistent/e"),
+        ("/nonexistent/qb-request-cmap", "/nonexistent/r", "/nonexistent/e"),
+    ],
+)
+def test_missing_shm_rings_are_library_error(
+    fake_server: Callable[[Behaviour], FakeServer], names: tuple[str, str, str]
+) -> None:
+    """An SHM answer naming rings that are not there (or not absolute) fails cleanly."""
+    request, response, event = names
+    answer = ConnectionResponse(
+        connection_type=IpcType.SHM, request=request, response=response, event=event
+    )
     server = fake_server(_answer(answer))
     exc = _connect_error(server.name)
     assert exc.code is CsErrorCode.LIBRARY

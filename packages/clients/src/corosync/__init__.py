@@ -14,7 +14,20 @@ from corosync._errors import (
     cs_error_from_errno,
     cs_strerror,
 )
+from corosync.cfg import (
+    AsyncCfgHandle,
+    CfgDispatchFlags,
+    CfgHandle,
+    CfgLinkStatus,
+    CfgNodeAddrs,
+    CfgNodeStatus,
+    CfgShutdownCallback,
+    CfgShutdownFlags,
+    CfgShutdownReply,
+    open_cfg,
+)
 from corosync.cmap import (
+    AsyncCmapHandle,
     CmapDispatchFlags,
     CmapHandle,
     CmapIterEntry,
@@ -25,9 +38,20 @@ from corosync.cmap import (
     CmapTypedValue,
     CmapValue,
     CmapValueType,
+    open_cmap,
 )
 
 __all__ = [
+    "AsyncCfgHandle",
+    "AsyncCmapHandle",
+    "CfgDispatchFlags",
+    "CfgHandle",
+    "CfgLinkStatus",
+    "CfgNodeAddrs",
+    "CfgNodeStatus",
+    "CfgShutdownCallback",
+    "CfgShutdownFlags",
+    "CfgShutdownReply",
     "CmapDispatchFlags",
     "CmapHandle",
     "CmapIterEntry",
@@ -43,4 +67,6 @@ __all__ = [
     "MalformedMessage",
     "cs_error_from_errno",
     "cs_strerror",
+    "open_cfg",
+    "open_cmap",
 ]

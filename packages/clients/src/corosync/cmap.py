@@ -8,7 +8,9 @@ changes; notifications reach their callbacks from :meth:`CmapHandle.dispatch`, w
 an application calls when :meth:`CmapHandle.fileno` is readable. Every failure raises
 :class:`corosync.CsError` with corosync's error code.
 
-Only the SOCKET IPC transport is spoken so far (``system { qb_ipc_type: socket }``).
+Both libqb IPC transports are spoken (SHM, corosync's default, and SOCKET); the server
+chooses. For trio, :func:`open_cmap` yields an :class:`AsyncCmapHandle` with the same
+operations as coroutines (``corosync/_cmap_trio.py``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ from corosync.ipc._cmap_msgs import (
     decode_cmap_value_untrusted,
     encode_cmap_value,
 )
+from corosync.ipc._headers import IpcType
 
 __all__ = [
+    "AsyncCmapHandle",
     "CmapDispatchFlags",
     "CmapHandle",
     "CmapIterEntry",
@@ -70,6 +74,7 @@ __all__ = [
     "CmapValue",
     "CmapValueType",
     "initialize",
+    "open_cmap",
 ]
 
 _R = TypeVar("_R", bound=_CmapResponseBase)
@@ -171,6 +176,17 @@ class CmapHandle:
     def fd(self) -> int:
         """Same as :meth:`fileno`."""
         return self.fileno()
+
+    @property
+    def transport(self) -> IpcType:
+        """The IPC transport the server chose (SHM or SOCKET)."""
+        return self._client.transport
+
+    def dispatch_filenos(self) -> tuple[int, ...]:
+        """Descriptors whose readability means :meth:`dispatch` has work (an event, or
+        the server gone): :meth:`fileno`, plus the setup socket over SOCKET."""
+        self._check()
+        return self._client.dispatch_filenos()
 
     # -------------------------------------------------------------- requests
 
@@ -391,3 +407,7 @@ def initialize(
         handle.finalize()
         raise
     return handle
+
+
+# The trio API wraps the blocking handle above (and is imported after it for that reason).
+from corosync._cmap_trio import AsyncCmapHandle, open_cmap  # noqa: E402

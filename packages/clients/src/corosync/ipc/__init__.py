@@ -1,9 +1,10 @@
 """libqb IPC: the transport between corosync's client libraries and the daemon.
 
 Wire formats (handshake, message headers, and each service's messages, starting with
-cmap) and :class:`IpcClient`, the blocking client of the SOCKET transport. The
-executive imports the same wire formats for its server side, as corosync's daemon and
-libraries share ``include/corosync/ipc_*.h``.
+cmap), the SHM transport's rings (:class:`ShmRing`, used by both sides), and
+:class:`IpcClient`, the blocking client of both transports (SHM and SOCKET; the server
+chooses). The executive imports the same wire formats and rings for its server side, as
+corosync's daemon and libraries share ``include/corosync/ipc_*.h`` and libqb.
 
 Decoders of bytes from the other side are named ``decode_*_untrusted``; they raise
 :class:`corosync.MalformedMessage` and nothing else for bad input.
@@ -11,6 +12,52 @@ Decoders of bytes from the other side are named ``decode_*_untrusted``; they rai
 
 from __future__ import annotations
 
+from corosync.ipc._cfg_msgs import (
+    CFG_ADDRESS_SIZE,
+    CFG_INTERFACE_NAME_MAX_LEN,
+    CFG_INTERFACE_STATUS_MAX_LEN,
+    CFG_MAX_HOST_LEN,
+    CFG_MAX_INTERFACES,
+    CFG_MAX_LINKS,
+    CFG_NODE_STATUS_V1,
+    CFG_REASON_MAXLEN,
+    CfgGetNodeAddrsRequest,
+    CfgGetNodeAddrsResponse,
+    CfgKillNodeRequest,
+    CfgKillNodeResponse,
+    CfgLinkStatus,
+    CfgLocalGetRequest,
+    CfgLocalGetResponse,
+    CfgNodeStatus,
+    CfgNodeStatusGetRequest,
+    CfgNodeStatusGetResponse,
+    CfgReloadConfigRequest,
+    CfgReloadConfigResponse,
+    CfgReopenLogFilesRequest,
+    CfgReopenLogFilesResponse,
+    CfgReplyToShutdownRequest,
+    CfgReplyToShutdownResponse,
+    CfgRequest,
+    CfgRequestId,
+    CfgResponse,
+    CfgResponseId,
+    CfgRingReenableRequest,
+    CfgRingReenableResponse,
+    CfgRingStatusGetRequest,
+    CfgRingStatusGetResponse,
+    CfgShutdownFlags,
+    CfgShutdownReply,
+    CfgTestShutdownEvent,
+    CfgTrackStartRequest,
+    CfgTrackStartResponse,
+    CfgTrackStopRequest,
+    CfgTrackStopResponse,
+    CfgTryShutdownRequest,
+    CfgTryShutdownResponse,
+    decode_cfg_event_untrusted,
+    decode_cfg_request_untrusted,
+    decode_cfg_response_untrusted,
+)
 from corosync.ipc._client import IpcClient
 from corosync.ipc._cmap_msgs import (
     CMAP_KEYNAME_MAXLEN,
@@ -73,8 +120,26 @@ from corosync.ipc._headers import (
     decode_request_header_untrusted,
     decode_response_header_untrusted,
 )
+from corosync.ipc._shm import (
+    SHM_FLOW_CONTROL_OFFSET,
+    SHM_RING_BASE_HEADER_SIZE,
+    SHM_RING_HEADER_SIZE,
+    RingHeader,
+    ShmRing,
+    ShmRingError,
+    decode_ring_header_untrusted,
+    shm_data_file_size,
+)
 
 __all__ = [
+    "CFG_ADDRESS_SIZE",
+    "CFG_INTERFACE_NAME_MAX_LEN",
+    "CFG_INTERFACE_STATUS_MAX_LEN",
+    "CFG_MAX_HOST_LEN",
+    "CFG_MAX_INTERFACES",
+    "CFG_MAX_LINKS",
+    "CFG_NODE_STATUS_V1",
+    "CFG_REASON_MAXLEN",
     "CMAP_KEYNAME_MAXLEN",
     "CONNECTION_REQUEST_SIZE",
     "CONNECTION_RESPONSE_SIZE",
@@ -83,7 +148,43 @@ __all__ = [
     "QB_IPC_MSG_DISCONNECT",
     "REQUEST_HEADER_SIZE",
     "RESPONSE_HEADER_SIZE",
+    "SHM_FLOW_CONTROL_OFFSET",
+    "SHM_RING_BASE_HEADER_SIZE",
+    "SHM_RING_HEADER_SIZE",
     "SUN_PATH_MAX",
+    "CfgGetNodeAddrsRequest",
+    "CfgGetNodeAddrsResponse",
+    "CfgKillNodeRequest",
+    "CfgKillNodeResponse",
+    "CfgLinkStatus",
+    "CfgLocalGetRequest",
+    "CfgLocalGetResponse",
+    "CfgNodeStatus",
+    "CfgNodeStatusGetRequest",
+    "CfgNodeStatusGetResponse",
+    "CfgReloadConfigRequest",
+    "CfgReloadConfigResponse",
+    "CfgReopenLogFilesRequest",
+    "CfgReopenLogFilesResponse",
+    "CfgReplyToShutdownRequest",
+    "CfgReplyToShutdownResponse",
+    "CfgRequest",
+    "CfgRequestId",
+    "CfgResponse",
+    "CfgResponseId",
+    "CfgRingReenableRequest",
+    "CfgRingReenableResponse",
+    "CfgRingStatusGetRequest",
+    "CfgRingStatusGetResponse",
+    "CfgShutdownFlags",
+    "CfgShutdownReply",
+    "CfgTestShutdownEvent",
+    "CfgTrackStartRequest",
+    "CfgTrackStartResponse",
+    "CfgTrackStopRequest",
+    "CfgTrackStopResponse",
+    "CfgTryShutdownRequest",
+    "CfgTryShutdownResponse",
     "CmapAdjustIntRequest",
     "CmapAdjustIntResponse",
     "CmapDeleteRequest",
@@ -120,7 +221,13 @@ __all__ = [
     "IpcType",
     "RequestHeader",
     "ResponseHeader",
+    "RingHeader",
+    "ShmRing",
+    "ShmRingError",
     "abstract_socket_address",
+    "decode_cfg_event_untrusted",
+    "decode_cfg_request_untrusted",
+    "decode_cfg_response_untrusted",
     "decode_cmap_notify_event_untrusted",
     "decode_cmap_request_untrusted",
     "decode_cmap_response_untrusted",
@@ -131,6 +238,8 @@ __all__ = [
     "decode_dispatch_header_untrusted",
     "decode_request_header_untrusted",
     "decode_response_header_untrusted",
+    "decode_ring_header_untrusted",
     "encode_cmap_value",
     "encode_error_response",
+    "shm_data_file_size",
 ]
