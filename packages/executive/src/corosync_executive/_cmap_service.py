@@ -36,6 +36,7 @@ Differences from corosync, on purpose:
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -73,6 +74,8 @@ from corosync.ipc._cmap_msgs import CmapRequest
 from corosync_executive._cmap_store import CmapError, CmapStore, Notification, ValueType
 from corosync_executive._config_validate import Config
 from corosync_executive._ipc_server import IpcConnection, IpcServer
+from corosync_executive._service import ExecMessage, Service
+from totem import Guarantee
 
 __all__ = [
     "BLACKBOX_KEYS",
@@ -88,6 +91,7 @@ MAX_ITERATORS = 1024
 MAX_TRACKS = 4096
 """Tracks one connection may hold (corosync: unbounded)."""
 _RESPONSE_GET_FIXED = 40  # res_lib_cmap_get without its value
+_CONFIG_VERSION = struct.Struct(">Q")
 
 #: The trigger keys corosync sets to "no" when its services are ready (main.c).
 BLACKBOX_KEYS: tuple[str, ...] = (
@@ -146,14 +150,28 @@ class _Session:
     handles: Iterator[int] = attrs.Factory(lambda: itertools.count(1))
 
 
-class CmapService:
+class CmapService(Service):
     """The cmap library handlers over a configuration store and a stats store.
 
     ``store`` is the configuration map; ``stats_store`` the stats map (a fresh one,
     every key read-only for clients, when not given). ``on_foreign_notification``
     receives notifications of tracks that are not a client's (the executive's own),
-    which draining would otherwise swallow.
+    which draining would otherwise swallow. ``refresh_stats`` is called before a
+    request of a client whose current map is the stats map is answered: the stats are
+    generated on read.
+
+    In the daemon it is the service ``corosync_cmap`` (id 0) and takes part in the sync
+    engine as corosync's does: after each new ring every member multicasts its
+    ``totem.config_version``; the values land in ``runtime.members.<id>.config_version``,
+    and a node that joins others for the first time with a different non-zero config
+    version calls ``on_config_version_mismatch`` (the daemon exits, as corosync).
     """
+
+    name = "corosync_cmap"
+    service_id = 0
+    ipc_name = "cmap"
+    has_sync = True
+    version = 0
 
     def __init__(
         self,
@@ -161,8 +179,14 @@ class CmapService:
         stats_store: CmapStore | None = None,
         *,
         on_foreign_notification: Callable[[Notification], None] | None = None,
+        refresh_stats: Callable[[], None] | None = None,
+        on_config_version_mismatch: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self._refresh_stats = refresh_stats
+        self._on_mismatch = on_config_version_mismatch
+        self._received_versions: dict[int, int] = {}
+        self._first_sync = True
         if stats_store is None:
             stats_store = CmapStore(read_only_defaults=False)
             stats_store.set_read_only("", prefix=True)  # the stats map is read-only
@@ -224,12 +248,78 @@ class CmapService:
         del request_id  # decoding reads it from the header
         return self.respond(conn, message)
 
+    # The service framework's names for the same hooks.
+    def lib_init(self, conn: IpcConnection) -> None:
+        self.on_connect(conn)
+
+    def lib_exit(self, conn: IpcConnection) -> None:
+        self.on_disconnect(conn)
+
+    async def lib_handle(self, conn: IpcConnection, request_id: int, message: bytes) -> bytes:
+        return await self.handle(conn, request_id, message)
+
+    # ------------------------------------------------------------ sync (config_version)
+
+    def sync_init(
+        self,
+        transitional: tuple[int, ...],
+        members: tuple[int, ...],
+        ring_id: object,
+    ) -> None:
+        del transitional, members, ring_id
+        self._received_versions = {}
+        version = self._config_version()
+        self.ctx.mcast(self.service_id, 0, _CONFIG_VERSION.pack(version), Guarantee.AGREED)
+
+    def sync_process(self) -> bool:
+        return True  # the barrier follows our message in the agreed order
+
+    def exec_deliver(self, message: ExecMessage) -> None:
+        if message.function_id != 0 or len(message.payload) != _CONFIG_VERSION.size:
+            self._log.warning(
+                "malformed cmap exec message dropped",
+                sender=message.sender,
+                function=message.function_id,
+            )
+            return
+        (version,) = _CONFIG_VERSION.unpack(message.payload)
+        self._received_versions[message.sender] = version
+        key = f"runtime.members.{message.sender}.config_version"
+        self.store.set(key, ValueType.UINT64, version, writer=True)
+        self.dispatch_notifications()
+
+    def sync_activate(self) -> None:
+        first, self._first_sync = self._first_sync, False
+        mine = self._config_version()
+        others = {
+            node: version
+            for node, version in self._received_versions.items()
+            if node != self.ctx.local_nodeid
+        }
+        if not first or not others or mine == 0:
+            return
+        highest = max(others.values())
+        if highest != mine and self._on_mismatch is not None:
+            self._on_mismatch(
+                f"Received config version ({highest}) is different than my config version "
+                f"({mine})! Exiting"
+            )
+
+    def _config_version(self) -> int:
+        try:
+            _, value = self.store.get("totem.config_version")
+        except CmapError:
+            return 0
+        return value if isinstance(value, int) else 0
+
     def respond(self, conn: IpcConnection, message: bytes) -> bytes:
         """The response to one whole request message of ``conn`` (synchronous; raises
         :class:`corosync.MalformedMessage` for a request that cannot be decoded)."""
         request = decode_cmap_request_untrusted(message)
         self.stats.requests += 1
         session = self._session(conn)
+        if session.map is CmapMap.STATS and self._refresh_stats is not None:
+            self._refresh_stats()
         try:
             return self._answer(session, request)
         finally:

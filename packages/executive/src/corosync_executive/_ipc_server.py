@@ -195,6 +195,15 @@ class IpcConnection:
         self._announced = False  # on_connect ran, so on_disconnect must run too
         self.closed = False
         self.requests = 0
+        # Per-connection counters behind stats.ipcs.service<S>.<pid>.<id>.* (_stats_map).
+        self.responses = 0  # responses sent
+        self.events_sent = 0  # events handed to the client ("dispatched")
+        self.invalid_requests = 0  # requests answered with a bare error reply
+        self.overloads = 0  # requests answered CS_ERR_TRY_AGAIN
+        self.send_retries = 0  # waits for room in the client's ring or socket buffer
+        self.delayed_events = 0  # events sent only after such a wait (corosync's "sent")
+        self.flow_control_count = 0  # times flow control was switched on
+        self._flow_level = 0
 
     def __repr__(self) -> str:
         c = self.credentials
@@ -224,6 +233,9 @@ class IpcConnection:
         1 stops all (the client gets CS_ERR_TRY_AGAIN), 2 only cpg mcasts."""
         if not 0 <= level <= 2:
             raise ValueError("flow control level is 0, 1 or 2")
+        if level and not self._flow_level:
+            self.flow_control_count += 1
+        self._flow_level = level
         if not self.closed and self._control_intact():
             _FLOW_CONTROL.pack_into(self._control, self._flow_control_offset, level)
 
@@ -675,10 +687,12 @@ class IpcServer:
             while True:
                 try:
                     if ring.write(reply):
+                        conn.responses += 1
                         return True
                 except ShmRingError as exc:
                     self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
                     return False
+                conn.send_retries += 1
                 await trio.sleep(_RING_FULL_RETRY)
         self._log.warning("ipc_response_ring_full", conn=conn.id)
         return False
@@ -688,6 +702,7 @@ class IpcServer:
     ) -> None:
         """Each event goes into the event ring, then one byte on the setup socket wakes
         the client's poll (its dispatch reads one chunk and one byte)."""
+        delayed = False
         while True:
             if not conn._events:
                 conn._event_wakeup = trio.Event()
@@ -702,11 +717,16 @@ class IpcServer:
                 conn.close()
                 return
             if not written:
+                conn.send_retries += 1
+                delayed = True
                 await trio.sleep(_RING_FULL_RETRY)  # the client has not dispatched yet
                 continue
             conn._events.popleft()
             conn._event_bytes -= len(message)
             self.stats.events_sent += 1
+            conn.events_sent += 1
+            conn.delayed_events += delayed
+            delayed = False
             if not await _send_all(setup, b"\0"):
                 conn.close()
                 return
@@ -759,9 +779,11 @@ class IpcServer:
                 if reply is _Action.DISCONNECT:
                     nursery.cancel_scope.cancel()
                     return
-                if reply is not None and not await _send_datagram(sock, reply):
-                    nursery.cancel_scope.cancel()
-                    return
+                if reply is not None:
+                    if not await _send_datagram(sock, reply, conn):
+                        nursery.cancel_scope.cancel()
+                        return
+                    conn.responses += 1
             await trio.lowlevel.checkpoint()
 
     async def _process(
@@ -787,6 +809,7 @@ class IpcServer:
         except MalformedMessage as exc:
             return self._malformed(conn, CsErrorCode.INVALID_PARAM, str(exc))
         except CsError as exc:
+            conn.overloads += exc.code is CsErrorCode.TRY_AGAIN
             return encode_error_response(exc.code)
         except Exception:
             self.stats.handler_errors += 1
@@ -795,7 +818,7 @@ class IpcServer:
         if reply is None:
             return None
         try:
-            decode_response_header_untrusted(reply)
+            header_out = decode_response_header_untrusted(reply)
         except MalformedMessage as exc:
             self.stats.handler_errors += 1
             self._log.error("ipc_handler_bad_response", request_id=header.id, error=str(exc))
@@ -804,10 +827,12 @@ class IpcServer:
             self.stats.handler_errors += 1
             self._log.error("ipc_handler_response_too_big", request_id=header.id, size=len(reply))
             return encode_error_response(CsErrorCode.TOO_BIG)
+        conn.overloads += header_out.error == CsErrorCode.TRY_AGAIN
         return bytes(reply)
 
     def _malformed(self, conn: IpcConnection, code: CsErrorCode, why: str) -> bytes:
         self.stats.malformed_requests += 1
+        conn.invalid_requests += 1
         # One warning per connection; a misbehaving client must not flood the log.
         log = self._log.warning if conn.requests == 0 else self._log.debug
         log("ipc_malformed_request", conn=conn.id, pid=conn.credentials.pid, error=why)
@@ -832,13 +857,16 @@ class IpcServer:
                     await trio.sleep(_EVENT_CONNECT_RETRY)
                     continue
             message = conn._events[0]
-            if not await _send_datagram(sock, message):
+            retries = conn.send_retries
+            if not await _send_datagram(sock, message, conn):
                 self.stats.events_dropped += len(conn._events)
                 conn.close()
                 return
             conn._events.popleft()
             conn._event_bytes -= len(message)
             self.stats.events_sent += 1
+            conn.events_sent += 1
+            conn.delayed_events += conn.send_retries != retries
 
     def _call_hook(self, hook: Callable[[IpcConnection], None] | None, conn: IpcConnection) -> None:
         if hook is None:
@@ -894,14 +922,18 @@ async def _send_all(sock: socket.socket, data: bytes) -> bool:
     return True
 
 
-async def _send_datagram(sock: socket.socket, message: bytes) -> bool:
-    """Send one datagram on a connected socket, waiting while its buffer is full;
-    False if the peer has gone."""
+async def _send_datagram(
+    sock: socket.socket, message: bytes, conn: IpcConnection | None = None
+) -> bool:
+    """Send one datagram on a connected socket, waiting while its buffer is full
+    (counted in ``conn.send_retries``); False if the peer has gone."""
     while True:
         try:
             sock.send(message)
             return True
         except BlockingIOError:
+            if conn is not None:
+                conn.send_retries += 1
             await trio.lowlevel.wait_writable(sock)
         except OSError:
             return False
