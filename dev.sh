@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's entry point on a fresh machine (Python 3.11+, pip, apt):
-#   ./dev.sh demo   set everything up, then run the main job (the live demo)
+#   ./dev.sh demo   set everything up, then run the main job: a local pycorosync cluster, live
 #   ./dev.sh test   set everything up, then run lint, type checks and the whole test suite
 #   ./dev.sh soak   set everything up, then run the long seed sweeps and soak tests
 #   ./dev.sh setup  only set up (.venv with pinned versions, system packages when root)
@@ -64,7 +64,7 @@ case "${1:-}" in
     demo)
         setup
         shift
-        exec .venv/bin/python -m knet.demo "$@"
+        exec .venv/bin/pycorosync-cluster "$@"
         ;;
     test)
         setup

@@ -232,8 +232,10 @@ def _assert_all_saw_everyone(frame: str, n_nodes: int) -> None:
 
 
 def test_loopback_cluster_runs_and_leaves_nothing() -> None:
+    """Three nodes form one membership, carry a round of load (messages through totem,
+    seen at every node), and stop leaving nothing behind."""
     result = subprocess.run(
-        [*TOOL, "--no-netns", "-n", "3", "--duration", "6"],
+        [*TOOL, "--no-netns", "-n", "3", "--duration", "10", "--load", "50"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -245,6 +247,10 @@ def test_loopback_cluster_runs_and_leaves_nothing() -> None:
     frame = _last_frame(output)
     assert frame.count("link0 up") == 6, frame
     assert frame.count("link1 up") == 6, frame
+    # The first load round (5 s after start) went from node 1 to every node.
+    frames = output.split("---- ")
+    assert any(f.count("messages delivered: from 1: 50") == 3 for f in frames), output
+    assert "50 Writes 300 bytes per write" in output
     assert "all 3 nodes formed one membership" in output
     assert "stopped cleanly" in output
     prefix = re.search(r"ipc prefix (pcs\d+)n1-", output)

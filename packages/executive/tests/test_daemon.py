@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from corosync import CmapMap, CsError, CsErrorCode, cfg, cmap
+from corosync import CmapMap, CmapValueType, CsError, CsErrorCode, cfg, cmap
 from corosync_executive import ConfigSource, Daemon, ExecMessage, Service
 from daemon_lab import LoopbackCluster
 from totem import Guarantee
@@ -316,3 +316,28 @@ async def test_kill_node_through_cfg(lab: LoopbackCluster) -> None:
         await cluster.wait_for(lambda: 2 in cluster.exit_status)
         assert cluster.exit_status[2] == 255
         await cluster.wait_for(everyone_sees(cluster, (1, 3)))
+
+
+async def test_pload_start_loads_every_member(lab: LoopbackCluster) -> None:
+    """pload.start on node 2 makes it multicast pload.count messages of pload.size bytes;
+    every member receives all of them and node 2 logs the throughput."""
+    async with running_cluster(lab) as cluster:
+        await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+
+        def start() -> None:
+            with cmap.initialize(prefix=lab.prefix(2)) as handle:
+                handle.set("pload.count", 300, CmapValueType.UINT32)
+                handle.set("pload.size", 200, CmapValueType.UINT32)
+                handle.set("pload.start", "go", CmapValueType.STRING)
+
+        await cluster.call(start)
+        await cluster.wait_for(
+            lambda: all(d.pload_service.received.get(2) == 300 for d in cluster.daemons.values())
+        )
+        await cluster.wait_for(lambda: cluster.daemons[2].pload_service.completed_runs == 1)
+
+        def received() -> object:
+            with cmap.initialize(prefix=lab.prefix(3)) as handle:
+                return handle.get("runtime.pload.2.rx")
+
+        assert await cluster.call(received) == 300

@@ -64,6 +64,8 @@ class NodeSnapshot:
     members: tuple[int, ...] = ()
     links: tuple[tuple[int, tuple[LinkState, ...]], ...] = ()
     """(peer nodeid, state of each link) for every other node."""
+    received: tuple[tuple[int, int], ...] = ()
+    """(sender, pload messages delivered here from it), from ``runtime.pload.*.rx``."""
     error: str | None = None
 
 
@@ -96,6 +98,12 @@ def read_node(
         is_status = len(parts) == 4 and parts[3] == "status" and parts[2].isdigit()
         if is_status and handle.get(entry.key) == "joined":
             members.append(int(parts[2]))
+    received = []
+    for entry in list(handle.iterate("runtime.pload.")):
+        parts = entry.key.split(".")
+        count = _as_int(handle.get(entry.key))
+        if len(parts) == 4 and parts[2].isdigit() and parts[3] == "rx" and count is not None:
+            received.append((int(parts[2]), count))
     links = []
     for peer in layout.nodeids:
         if peer == nodeid:
@@ -116,6 +124,7 @@ def read_node(
         taken_at=time.monotonic(),
         members=tuple(sorted(members)),
         links=tuple(links),
+        received=tuple(sorted(received)),
     )
 
 
@@ -143,6 +152,13 @@ class NodePoller(threading.Thread):
         self._lock = threading.Lock()
         self._snapshot = NodeSnapshot(nodeid, time.monotonic(), error="not asked yet")
         self._handles: tuple[cmap.CmapHandle, cmap.CmapHandle] | None = None
+        self._load: tuple[int, int] | None = None
+
+    def request_load(self, count: int, size: int) -> None:
+        """Make the node multicast ``count`` messages of ``size`` bytes (its pload
+        service) at the next poll."""
+        with self._lock:
+            self._load = (count, size)
 
     @property
     def snapshot(self) -> NodeSnapshot:
@@ -180,6 +196,13 @@ class NodePoller(threading.Thread):
                     handle.finalize()
                     raise
                 self._handles = (handle, stats)
+            with self._lock:
+                load, self._load = self._load, None
+            if load is not None:
+                handle = self._handles[0]
+                handle.set("pload.count", load[0], cmap.CmapValueType.UINT32)
+                handle.set("pload.size", load[1], cmap.CmapValueType.UINT32)
+                handle.set("pload.start", str(time.monotonic_ns()), cmap.CmapValueType.STRING)
             snapshot = read_node(*self._handles, self.layout, self.nodeid)
         except (CsError, OSError, WrongNode) as exc:
             self._close()
@@ -199,7 +222,8 @@ class NodePoller(threading.Thread):
 
 _INTERESTING = re.compile(
     r"A new membership|[Mm]embers? (?:joined|left)|is (?:up|down)\b|no active links"
-    r"|error|FAILED|[Ff]ailed|Received SIG|left the ring|exiting|processor failed",
+    r"|error|FAILED|[Ff]ailed|Received SIG|left the ring|exiting|processor failed"
+    r"|Writes .* TP/S",
 )
 _NEW_RING = re.compile(r"A new membership \(([0-9a-fA-F]+\.[0-9a-fA-F]+)\) was formed")
 _DATE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d ")  # "Nov 27 " of corosync's timestamps
@@ -333,6 +357,9 @@ def render_view(state: ViewState, width: int = 100) -> str:
         for peer, peer_links in snapshot.links:
             parts = "  ".join(_link_text(link, s) for link, s in enumerate(peer_links))
             out.append(f"   -> node {peer:<2} {parts}")
+        if snapshot.received:
+            got = "  ".join(f"from {sender}: {count}" for sender, count in snapshot.received)
+            out.append(f"   messages delivered: {got}")
     out.append("")
     if membership_formed(layout, state.snapshots):
         status = f"all {layout.n_nodes} nodes in one membership"

@@ -38,6 +38,7 @@ from corosync_executive._ipc_server import (
 )
 from corosync_executive._local import ConfigSource, resolve_address
 from corosync_executive._logging import BLACKBOX_FILE_NAME, Blackbox, LogSystem
+from corosync_executive._pload_service import PloadService
 from corosync_executive._reload import (
     ReloadFailure,
     apply_plan_to_cmap,
@@ -159,9 +160,11 @@ class Daemon:
             on_config_version_mismatch=self._fatal,
         )
         self.cfg_service = CfgService(self)
+        self.pload_service = PloadService(self.cmap)
         self.services: tuple[Service, ...] = (
             self.cmap_service,
             self.cfg_service,
+            self.pload_service,
             *extra_services,
         )
         self._by_id: dict[int, Service] = {}
@@ -682,6 +685,9 @@ class Daemon:
             self.cmap.track_add(key, int(TrackType.ADD | TrackType.MODIFY), self)
 
     def _on_cmap_notification(self, note: Notification) -> None:
+        if isinstance(note.owner, Service):
+            note.owner.cmap_notification(note)
+            return
         if note.owner is not self:
             return
         if note.key == "runtime.blackbox.dump_flight_data":

@@ -33,7 +33,7 @@ import attrs
 from corosync import MalformedMessage
 
 if TYPE_CHECKING:
-    from corosync_executive._cmap_store import CmapStore
+    from corosync_executive._cmap_store import CmapStore, Notification
     from corosync_executive._config_validate import Config
     from corosync_executive._ipc_server import IpcConnection
     from totem import ConfigurationChange, Guarantee, RingId
@@ -190,6 +190,9 @@ class Service:
 
     async def run(self) -> None:
         """The service's own task, if it needs one (cancelled when the daemon stops)."""
+
+    def cmap_notification(self, note: Notification) -> None:
+        """A change seen by a track the service added to cmap with itself as owner."""
 
     def config_reloaded(self, old: Config, new: Config) -> None:
         """A reload replaced the configuration (after cmap was updated)."""

@@ -147,7 +147,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary work directory at the end"
     )
+    parser.add_argument(
+        "--load",
+        type=_bounded("the load", 0, 1_000_000),
+        default=DEFAULT_LOAD,
+        metavar="MESSAGES",
+        help=f"every {LOAD_INTERVAL:.0f} s one node in turn multicasts this many messages "
+        f"of {LOAD_SIZE} bytes through totem (its pload service); 0: no load "
+        f"(default {DEFAULT_LOAD})",
+    )
     return parser
+
+
+DEFAULT_LOAD = 200
+LOAD_INTERVAL = 5.0  # seconds between two load rounds
+LOAD_SIZE = 300  # bytes per message, corosync's pload default
 
 
 class _StopRequested:
@@ -196,8 +210,12 @@ class ClusterRun:
         out: TextIO,
         duration: float | None = None,
         interactive: bool = False,
+        load: int = 0,
     ) -> None:
         self.layout = layout
+        self.load = load
+        self._next_load = time.monotonic() + LOAD_INTERVAL
+        self._load_turn = 0
         self.workdir = workdir
         self.out = out
         self.duration = duration
@@ -271,6 +289,10 @@ class ClusterRun:
                 self._frame(watcher, snapshots, processes)
                 print("every node has exited", file=self.out)
                 break
+            if self.load and self.formed_at is not None and now >= self._next_load:
+                self.pollers[self._load_turn % len(self.pollers)].request_load(self.load, LOAD_SIZE)
+                self._load_turn += 1
+                self._next_load = now + LOAD_INTERVAL
             if now >= next_frame:
                 self._frame(watcher, snapshots, processes)
                 next_frame = now + _FRAME_INTERVAL
@@ -431,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=sys.stdout,
                 duration=args.duration,
                 interactive=sys.stdout.isatty(),
+                load=args.load,
             )
             status = run.run(stop)
         except RuntimeError as exc:
