@@ -341,3 +341,38 @@ async def test_pload_start_loads_every_member(lab: LoopbackCluster) -> None:
                 return handle.get("runtime.pload.2.rx")
 
         assert await cluster.call(received) == 300
+
+
+async def test_reload_changes_timers_and_refuses_what_cannot_change(lab: LoopbackCluster) -> None:
+    """A token change reaches totem on every node (runtime.config.totem.token and the
+    timers in force); a cluster_name change is refused and the old value kept."""
+    async with running_cluster(lab) as cluster:
+        await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+        lab.token = 2000
+        lab.write_all()
+        for nodeid in lab.node_ids:
+            path = lab.config_path(nodeid)
+            path.write_text(path.read_text().replace("cluster_name: lab", "cluster_name: other"))
+
+        def reload() -> None:
+            with cfg.initialize(prefix=lab.prefix(3)) as handle:
+                handle.reload_config()
+
+        await cluster.call(reload)
+        await cluster.wait_for(
+            lambda: all(
+                d.node is not None and d.node.timers.token == 2650 for d in cluster.daemons.values()
+            )
+        )
+
+        def read() -> tuple[object, object, object]:
+            with cmap.initialize(prefix=lab.prefix(1)) as handle:
+                return (
+                    handle.get("runtime.config.totem.token"),
+                    handle.get("totem.cluster_name"),
+                    handle.get("config.reload_status"),
+                )
+
+        assert await cluster.call(read) == (2650, "lab", int(CsErrorCode.OK))
+        await trio.sleep(1)  # the new timers run a ring happily
+        assert all(d.members == (1, 2, 3) for d in cluster.daemons.values())

@@ -23,11 +23,17 @@ import trio
 
 import knet
 import totem
-from corosync import CsError, CsErrorCode
+from corosync import CsError, CsErrorCode, MalformedMessage
 from corosync.ipc import CfgLinkStatus, CfgNodeStatus, Credentials
 from corosync_executive._cfg_service import CfgService
 from corosync_executive._cmap_service import CmapService, load_config_into_cmap
-from corosync_executive._cmap_store import CmapStore, Notification, TrackType, ValueType
+from corosync_executive._cmap_store import (
+    CmapError,
+    CmapStore,
+    Notification,
+    TrackType,
+    ValueType,
+)
 from corosync_executive._config_parser import ConfigError
 from corosync_executive._config_validate import Config
 from corosync_executive._ipc_server import (
@@ -502,7 +508,7 @@ class Daemon:
     def _deliver_exec(self, sender: int, data: bytes) -> None:
         try:
             message: ExecMessage = decode_exec_message_untrusted(sender, data)
-        except Exception as exc:  # MalformedMessage: a peer's garbage is dropped
+        except MalformedMessage as exc:  # a peer's garbage is dropped, never raised
             self._log.warning("malformed exec message dropped", sender=sender, reason=str(exc))
             return
         service = self._by_id.get(message.service_id)
@@ -528,7 +534,7 @@ class Daemon:
         key = f"runtime.services.{service.name.removeprefix('corosync_')}.{function_id}.{direction}"
         try:
             self.cmap.inc(key, writer=True)
-        except Exception:
+        except CmapError:  # the first message of this function
             self.cmap.set(key, ValueType.UINT64, 1, writer=True)
 
     # ---------------------------------------------------------------- knet events
@@ -620,7 +626,9 @@ class Daemon:
         new = plan.config
         try:
             crypto = crypto_config_of(new) if plan.crypto_changed is not None else None
-            if plan.totem_changed is not None and self.node is not None:
+            # The token timeout depends on the number of nodes too.
+            resized = len(new.nodes) != len(old.nodes)
+            if (plan.totem_changed is not None or resized) and self.node is not None:
                 self.node.reconfigure(new.totem, len(new.nodes))
         except (ConfigError, totem.TotemError) as exc:
             message = str(exc)
@@ -632,6 +640,10 @@ class Daemon:
         if plan.new_key is not None:
             self._key = plan.new_key
         if self.handle is not None:
+            if plan.knet_changed is not None:
+                self.handle.set_compression(new.compression)
+                self.handle.set_pmtud_interval(new.knet_pmtud_interval)
+                self.handle.set_manual_mtu(new.knet_mtu or None)
             self._apply_knet(new)
         if plan.logging_changed is not None and self.log_system is not None:
             self.log_system.reconfigure(plan.logging_changed)
