@@ -20,42 +20,13 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
 import pytest
 
 CLIENTS_SRC = Path(__file__).resolve().parents[1] / "src"
-
-CONFIG = """\
-totem {{
-    version: 2
-    cluster_name: pyshm
-    transport: knet
-    crypto_cipher: none
-    crypto_hash: none
-}}
-nodelist {{
-    node {{
-        nodeid: 1
-        name: node1
-        ring0_addr: 127.0.0.1
-    }}
-}}
-quorum {{
-    provider: corosync_votequorum
-}}
-logging {{
-    to_stderr: no
-    to_syslog: no
-    to_logfile: yes
-    logfile: {tmp}/corosync.log
-}}
-system {{
-    state_dir: {tmp}
-}}
-"""
 
 LINE = re.compile(r"^(\S+) \((i8|u8|i16|u16|i32|u32|i64|u64|flt|dbl|str|bin)\)( = (.*))?$")
 VOLATILE = ("runtime.", "stats.", "resources.")
@@ -107,13 +78,15 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
+def ns(
+    tmp_path_factory: pytest.TempPathFactory, make_corosync_conf: Callable[..., str]
+) -> Iterator[Namespace]:
     reason = _skip_reason()
     if reason is not None:
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("corosync-shm")
     conf = tmp / "corosync.conf"
-    conf.write_text(CONFIG.format(tmp=tmp))
+    conf.write_text(make_corosync_conf(tmp, "pyshm", {1: ("127.0.0.1",)}, ipc=None))
     name = f"pyshm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     proc: subprocess.Popen[bytes] | None = None

@@ -1,13 +1,12 @@
 """cfg for trio: :func:`open_cfg` and :class:`AsyncCfgHandle`.
 
-The blocking :class:`corosync.cfg.CfgHandle` does the work. Requests run in a worker
-thread (``trio.to_thread.run_sync``), one at a time per handle, so the event loop never
-blocks on the daemon (TRYSHUTDOWN may take seconds while the tracking clients are
-asked; a cancelled call returns at once). Shutdown requests are read in the trio thread
-itself: ``trio.lowlevel.wait_readable`` on the handle's descriptors, then a
-non-blocking dispatch. They go to the async ``shutdown_callback`` given to
-:func:`open_cfg`, awaited by :meth:`AsyncCfgHandle.dispatch_forever`, or, without
-one, to ``async for flags in handle.shutdown_requests()``.
+The blocking :class:`corosync.cfg.CfgHandle` does the work: requests in worker threads
+(TRYSHUTDOWN may take seconds while the tracking clients are asked; a cancelled call
+returns at once), shutdown requests read and dispatched in the trio thread (the
+machinery, shared with cmap, is in ``corosync/_trio_handle.py``). They go to the async
+``shutdown_callback`` given to :func:`open_cfg`, awaited by
+:meth:`AsyncCfgHandle.dispatch_forever`, or, without one, to
+``async for flags in handle.shutdown_requests()``.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import trio
 
-from corosync._errors import CsError, CsErrorCode
+from corosync._trio_handle import AsyncHandleBase, QueueReader
 
 # corosync.cfg imports this module at its end, when all of these exist.
 from corosync.cfg import (
@@ -31,11 +29,8 @@ from corosync.cfg import (
     CfgShutdownReply,
     initialize,
 )
-from corosync.ipc._headers import IpcType
 
 __all__ = ["AsyncCfgHandle", "AsyncCfgShutdownCallback", "open_cfg"]
-
-_T = TypeVar("_T")
 
 AsyncCfgShutdownCallback = Callable[["AsyncCfgHandle", int], Awaitable[None]]
 """``await callback(handle, flags)`` for each shutdown request (after
@@ -43,51 +38,27 @@ AsyncCfgShutdownCallback = Callable[["AsyncCfgHandle", int], Awaitable[None]]
 :meth:`AsyncCfgHandle.reply_to_shutdown`."""
 
 
-class AsyncCfgHandle:
+class AsyncCfgHandle(AsyncHandleBase[CfgHandle]):
     """One cfg connection for trio code; get it from :func:`open_cfg`.
 
     Somebody must pump shutdown requests: :meth:`dispatch_forever` (run it in a
     nursery; it awaits the callback) or :meth:`shutdown_requests` while iterated.
     """
 
+    _service = "cfg"
+
     def __init__(
         self, handle: CfgHandle, queue: deque[int], callback: AsyncCfgShutdownCallback | None
     ) -> None:
-        self._handle = handle
+        super().__init__(handle)
         self._queue = queue  # filled by the blocking handle's callback during _pump
         self._callback = callback
-        self._call_lock = trio.Lock()
-        self._dispatch_lock = trio.Lock()
-        self._dispatch_rounds = 0
-        self._closed = False
-
-    @property
-    def transport(self) -> IpcType:
-        """The IPC transport the server chose (SHM or SOCKET)."""
-        return self._handle.transport
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`aclose` (or the end of the ``async with`` block)."""
-        return self._closed
-
-    @property
-    def blocking_handle(self) -> CfgHandle:
-        """The blocking handle underneath (do not finalize it yourself)."""
-        return self._handle
 
     def fileno(self) -> int:
         """The descriptor that polls readable when a shutdown request waits."""
         return self._handle.fileno()
 
     # -------------------------------------------------------------- requests
-
-    async def _run(self, call: Callable[[], _T]) -> _T:
-        """``call`` in a worker thread, one per handle at a time."""
-        if self._closed:
-            raise CsError(CsErrorCode.BAD_HANDLE, "cfg handle is closed")
-        async with self._call_lock:
-            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
 
     async def local_get(self) -> int:
         """The local node id."""
@@ -135,19 +106,9 @@ class AsyncCfgHandle:
 
     # ---------------------------------------------------------------- events
 
-    async def _pump(self) -> None:
-        """Wait until the connection has events (or the server has gone), then queue
-        them. A task that had to wait for another task's round returns at once."""
-        seen = self._dispatch_rounds
-        async with self._dispatch_lock:
-            if self._dispatch_rounds != seen or self._closed:
-                return
-            await _wait_any_readable(self._handle.dispatch_filenos())
-            if self.closed:
-                return  # aclose() in another task woke us
-            self._dispatch_rounds += 1
-            # Non-blocking; raises CsError(LIBRARY) when the server has gone.
-            self._handle.dispatch(CfgDispatchFlags.ALL)
+    def _dispatch_waiting(self) -> None:
+        # Non-blocking; raises CsError(LIBRARY) when the server has gone.
+        self._handle.dispatch(CfgDispatchFlags.ALL)
 
     async def dispatch_forever(self) -> None:
         """Await the shutdown callback for each request until the handle closes (then
@@ -160,60 +121,7 @@ class AsyncCfgHandle:
     def shutdown_requests(self) -> AsyncIterator[int]:
         """The flags of each shutdown request, in order (for a handle opened without a
         callback); the iteration ends when the handle closes."""
-        return _Requests(self)
-
-    # -------------------------------------------------------------- lifecycle
-
-    async def aclose(self) -> None:
-        """Close the connection; waiting tasks return, later calls raise BAD_HANDLE."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(CsError):
-            for fd in self._handle.dispatch_filenos():
-                trio.lowlevel.notify_closing(fd)
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._handle.finalize)
-
-
-class _Requests:
-    """The async iterator of :meth:`AsyncCfgHandle.shutdown_requests`."""
-
-    def __init__(self, owner: AsyncCfgHandle) -> None:
-        self._owner = owner
-
-    def __aiter__(self) -> _Requests:
-        return self
-
-    async def __anext__(self) -> int:
-        owner = self._owner
-        while True:
-            if owner._queue:
-                return owner._queue.popleft()
-            if owner._closed:
-                raise StopAsyncIteration
-            await owner._pump()
-
-
-async def _wait_readable(fd: int) -> None:
-    """Return when ``fd`` is readable or about to be closed (notify_closing)."""
-    with contextlib.suppress(trio.ClosedResourceError):
-        await trio.lowlevel.wait_readable(fd)
-
-
-async def _wait_any_readable(filenos: tuple[int, ...]) -> None:
-    """Return when one of ``filenos`` is readable (or is being closed)."""
-    if len(filenos) == 1:
-        await _wait_readable(filenos[0])
-        return
-    async with trio.open_nursery() as nursery:
-
-        async def wait_one(fd: int) -> None:
-            await _wait_readable(fd)
-            nursery.cancel_scope.cancel()
-
-        for fd in filenos:
-            nursery.start_soon(wait_one, fd)
+        return QueueReader(self._queue, self)
 
 
 @contextlib.asynccontextmanager
