@@ -242,7 +242,7 @@ class Daemon:
                 CfgLinkStatus(
                     enabled=True,
                     connected=True,
-                    dynconnected=True,
+                    dynconnected=False,  # a static link, as the remote ones below
                     mtu=handle.data_mtu if handle is not None else 0,
                     src_ipaddr=address,
                     dst_ipaddr=address,
@@ -267,7 +267,10 @@ class Daemon:
                 CfgLinkStatus(
                     enabled=status.enabled,
                     connected=status.connected,
-                    dynconnected=status.connected,
+                    # libknet sets it only on links with a dynamic remote address
+                    # (learnt from the first packet); nodelist links are static, so
+                    # corosync-cfgtool -n never says "dynconnected" for them.
+                    dynconnected=False,
                     mtu=status.mtu,
                     src_ipaddr=status.local.ip,
                     dst_ipaddr=status.remote.ip,
