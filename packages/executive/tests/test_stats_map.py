@@ -281,7 +281,7 @@ async def test_link_state_and_loopback_values(ring: Ring) -> None:
     assert value(store, link + "enabled") == 1
     assert value(store, link + "connected") == 1
     assert value(store, link + "up_count") >= 1
-    assert value(store, link + "mtu") == ring.handles[1].link_status(2, 0).mtu
+    assert value(store, link + "mtu") == ring.handles[1].link_status(2, 0).data_mtu
     assert value(store, link + "latency_samples") > 0
     assert value(store, link + "latency_min") <= value(store, link + "latency_max")
     assert f"{link}tx_data_errors" not in store

@@ -249,6 +249,8 @@ def test_pmtud_converges_with_emsgsize_hints(family: int, link_mtu: int) -> None
     status = a.link_status(2, 0)
     assert status.mtu == link_mtu
     assert a.data_mtu == link_mtu - DATA_OVERHEAD
+    # libknet's link status MTU: what one packet of this link carries for the application.
+    assert status.data_mtu == link_mtu - DATA_OVERHEAD
     assert status.stats["tx_emsgsize_errors"] >= 1
     # The hint saves the bisection: one oversized probe, then the hinted size.
     assert probe_sizes(net, 1) == [65507 if family == 4 else 65527, link_mtu]
@@ -643,3 +645,4 @@ def test_core_output_depends_only_on_inputs() -> None:
     datagrams = [d for out in first if isinstance(out, Output) for d in out.datagrams]
     assert len(datagrams) >= 10
     assert Counter(d.data[1] for d in datagrams) == {2: len(datagrams)}  # pings only
+

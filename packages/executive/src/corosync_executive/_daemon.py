@@ -271,7 +271,7 @@ class Daemon:
                     # (learnt from the first packet); nodelist links are static, so
                     # corosync-cfgtool -n never says "dynconnected" for them.
                     dynconnected=False,
-                    mtu=status.mtu,
+                    mtu=status.data_mtu,
                     src_ipaddr=status.local.ip,
                     dst_ipaddr=status.remote.ip,
                 )

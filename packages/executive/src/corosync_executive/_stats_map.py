@@ -451,7 +451,7 @@ class StatsMap:
         stats: Mapping[str, Any] = status.stats
         out[prefix + "enabled"] = _int(ValueType.UINT8, int(status.enabled))
         out[prefix + "connected"] = _int(ValueType.UINT8, int(status.connected))
-        out[prefix + "mtu"] = _int(ValueType.UINT32, status.mtu)
+        out[prefix + "mtu"] = _int(ValueType.UINT32, status.data_mtu)
         for name, vtype in _LINK_COUNTERS.items():
             out[prefix + name] = _int(vtype, _since(stats[name], base.get(name)))
         for name, vtype in _LINK_RETRIES.items():

@@ -102,7 +102,10 @@ class LinkStatus:
     enabled: bool
     connected: bool
     priority: int
-    mtu: int
+    mtu: int  #: the UDP payload this link carries (PMTUd or manual)
+    #: the application data one packet carries on this link (libknet's link status MTU):
+    #: ``mtu`` less knet's header, the crypto overhead and the data header
+    data_mtu: int
     pong_timeout_adj_ms: int
     backoff: int
     last_pong_ns: int | None
@@ -377,6 +380,7 @@ class KnetCore:
             connected=link.is_up,
             priority=link.options.priority,
             mtu=link.mtu,
+            data_mtu=link.mtu - self._packet_overhead(),
             pong_timeout_adj_ms=link.pong_timeout_adj_ns(self._now) // 1_000_000,
             backoff=link.backoff(self._now),
             last_pong_ns=link.last_pong_ns,
@@ -1025,8 +1029,12 @@ class KnetCore:
     def _compute_data_mtu(self) -> int:
         links = [link for link in self._all_links() if link.is_up]
         link_mtu = min(link.mtu for link in links) if links else min_udp_payload(4)
+        return link_mtu - self._packet_overhead()
+
+    def _packet_overhead(self) -> int:
+        """Bytes of a data packet that are not application data."""
         overhead = max((s.overhead for s in self._sealers.values()), default=0)
-        return link_mtu - HEADER_SIZE - overhead - DATA_HEADER.size
+        return HEADER_SIZE + overhead + DATA_HEADER.size
 
     def _manual_link_mtu(self, link: Link) -> int | None:
         if self._manual_mtu is None:
