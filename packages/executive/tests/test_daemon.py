@@ -6,6 +6,7 @@ Each node has its own IPC prefix and state directory; node ``i`` owns
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 import trio
 
 from corosync import CmapMap, CmapValueType, CsError, CsErrorCode, cfg, cmap
+from corosync.ipc import Credentials
 from corosync_executive import ConfigSource, Daemon, ExecMessage, Service
+from corosync_executive._cmap_store import ValueType
 from daemon_lab import LoopbackCluster
 from totem import Guarantee
 
@@ -376,3 +379,51 @@ async def test_reload_changes_timers_and_refuses_what_cannot_change(lab: Loopbac
         assert await cluster.call(read) == (2650, "lab", int(CsErrorCode.OK))
         await trio.sleep(1)  # the new timers run a ring happily
         assert all(d.members == (1, 2, 3) for d in cluster.daemons.values())
+
+
+async def test_reload_removes_a_stopped_node(lab: LoopbackCluster) -> None:
+    """Node 3 stops; its entry leaves every file; a reload drops it from knet and the
+    nodelist, and the ring of 1 and 2 runs on."""
+    async with running_cluster(lab) as cluster:
+        await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+        cluster.daemons[3].request_stop()
+        await cluster.wait_for(everyone_sees(cluster, (1, 2)))
+        lab.node_ids.remove(3)
+        lab.write_all()
+
+        def reload() -> None:
+            with cfg.initialize(prefix=lab.prefix(1)) as handle:
+                handle.reload_config()
+
+        await cluster.call(reload)
+        await cluster.wait_for(
+            lambda: all(cluster.daemons[n].config.node_by_id(3) is None for n in (1, 2))
+        )
+        for nodeid in (1, 2):
+            daemon = cluster.daemons[nodeid]
+            assert 3 not in daemon._knet_hosts
+            assert all(host != 3 for host, _ in daemon._knet_links)
+
+        def nodelist() -> list[str]:
+            with cmap.initialize(prefix=lab.prefix(2)) as handle:
+                return [entry.key for entry in handle.iterate("nodelist.node.")]
+
+        keys = await cluster.call(nodelist)
+        assert "nodelist.node.2.nodeid" not in keys
+        assert "nodelist.node.1.nodeid" in keys
+        assert cluster.members(1) == (1, 2)
+
+
+async def test_ipc_access_follows_uidgid_in_cmap(lab: LoopbackCluster) -> None:
+    """root is let in; another user only once uidgid.uid.<uid> (or a gid) is in cmap."""
+    async with running_cluster(lab) as cluster:
+        daemon = cluster.daemons[1]
+        assert daemon._authorize(Credentials(pid=1, uid=0, gid=0)) == 0
+        user = Credentials(pid=1, uid=4242, gid=4343)
+        assert daemon._authorize(user) == -errno.EACCES
+        assert daemon._authorize(None) == -errno.EACCES
+        daemon.cmap.set("uidgid.uid.4242", ValueType.UINT8, 1, writer=True)
+        assert daemon._authorize(user) == 0
+        daemon.cmap.delete("uidgid.uid.4242", writer=True)
+        daemon.cmap.set("uidgid.config.gid.4343", ValueType.UINT8, 1, writer=True)
+        assert daemon._authorize(user) == 0
