@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import os
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 import trio
 
+import totem
+from corosync.ipc import abstract_socket_address
 from corosync_executive._config_parser import DEFAULT_CONFIG_PATH, ConfigError
 from corosync_executive._config_validate import Config
 from corosync_executive._daemon import DEFAULT_STATE_DIR, Daemon, ExitStatus, crypto_config_of
@@ -124,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = source.load()
         crypto_config_of(config)  # the key must be readable and valid
     except ConfigError as exc:
-        return _error(f"parse error in config: {exc}", ExitStatus.MAIN_CONFIG, sys.stderr)
+        # str() is corosync's whole line ("parse error in config: ...", "parser error:
+        # file:line: ...", "Could not open <keyfile>: ...").
+        return _error(str(exc), ExitStatus.MAIN_CONFIG, sys.stderr)
     if args.test:
         for warning in config.warnings:
             print(f"warning [MAIN  ] {warning}", file=sys.stderr)
@@ -149,10 +155,15 @@ def _run(
     source: ConfigSource,
     config: Config,
     state_dir: str,
-    ready_fd: int | None,
+    ready: _ReadyPipe | None,
 ) -> int:
     try:
         with _instance_lock(state_dir):
+            ring_file = os.path.join(state_dir, f"ringid_{config.local_nodeid}")
+            try:
+                totem.FileRingStore(ring_file).load()  # the daemon's store reads it again
+            except totem.TotemError as exc:
+                return _error(str(exc), ExitStatus.STORE_RINGID, sys.stderr)
             blackbox = Blackbox() if config.logging.blackbox else None
             try:
                 log_system = configure_logging(config.logging, blackbox=blackbox)
@@ -162,7 +173,7 @@ def _run(
                 install_crash_dump(blackbox, os.path.join(state_dir, "fdata"))
             try:
                 return trio.run(
-                    _serve, args, source, config, state_dir, log_system, blackbox, ready_fd
+                    _serve, args, source, config, state_dir, log_system, blackbox, ready
                 )
             finally:
                 log_system.close()
@@ -181,7 +192,7 @@ async def _serve(
     state_dir: str,
     log_system: LogSystem,
     blackbox: Blackbox | None,
-    ready_fd: int | None,
+    ready: _ReadyPipe | None,
 ) -> int:
     daemon = Daemon(
         source,
@@ -193,16 +204,25 @@ async def _serve(
         blackbox=blackbox,
         notify_socket=os.environ.get("NOTIFY_SOCKET"),
     )
+    for service in daemon.services:
+        # Before totem starts: a second daemon must not join the ring only to find
+        # its IPC names taken (Daemon.run checks again when it binds them).
+        if service.ipc_name is not None and _ipc_name_taken(args.ipc_prefix + service.ipc_name):
+            return _error(
+                f"IPC socket {args.ipc_prefix + service.ipc_name!r} is already in use: "
+                "another corosync daemon runs in this network namespace",
+                ExitStatus.ALREADY_RUNNING,
+                sys.stderr,
+            )
     status: int = ExitStatus.FATAL
-    signalled = False
 
     async with trio.open_nursery() as nursery:
 
         async def tell_parent_when_ready() -> None:
-            nonlocal signalled
             await daemon.ready.wait()
-            signalled = True
-            _signal_ready(ready_fd, 0)
+            if ready is not None:
+                ready.signal(0)
+                _detach_stderr()
 
         async def run() -> None:
             nonlocal status
@@ -214,22 +234,46 @@ async def _serve(
 
         nursery.start_soon(tell_parent_when_ready)
         nursery.start_soon(run)
-    if not signalled:
-        _signal_ready(ready_fd, status)
     return status
 
 
-def _signal_ready(fd: int | None, status: int) -> None:
-    if fd is None:
-        return
-    with contextlib.suppress(OSError):
-        os.write(fd, bytes([status]))
-        os.close(fd)
+def _ipc_name_taken(name: str) -> bool:
+    """Whether a process in this network namespace listens on the abstract socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as probe:
+        try:
+            probe.bind(abstract_socket_address(name))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
-def _daemonize(run: object) -> int:
+class _ReadyPipe:
+    """The pipe to the background parent: one byte, the start-up status, written once
+    (when the node is ready, or with the status of a start that failed)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def signal(self, status: int) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, bytes([status & 0xFF]))
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _detach_stderr() -> None:
+    """In the background, once running: let go of the caller's stderr (as corosync
+    does), so a caller reading our output until EOF is not held by the daemon."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _daemonize(run: Callable[[_ReadyPipe], int]) -> int:
     """Fork into the background; the parent exits with the child's start-up status."""
-    assert callable(run)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -246,5 +290,10 @@ def _daemonize(run: object) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for stream in (0, 1):
         os.dup2(devnull, stream)
-    code = int(run(write_end))
+    ready = _ReadyPipe(write_end)
+    code: int = ExitStatus.FATAL
+    try:
+        code = int(run(ready))
+    finally:
+        ready.signal(code)  # a start that failed: the parent exits with its status
     os._exit(code)

@@ -406,7 +406,12 @@ def main(
     try:
         opts, params = getopt.gnu_getopt(args, _SHORT_OPTS, _LONG_OPTS)
     except getopt.GetoptError as exc:
-        if exc.opt and ("requires argument" in exc.msg):
+        # Python's getopt words long-option errors its own way; say it as getopt_long.
+        if exc.msg.startswith("option --") and "requires argument" in exc.msg:
+            print(f"{PROG}: option '--{exc.opt}' requires an argument", file=err)
+        elif exc.msg.startswith("option --") and "not recognized" in exc.msg:
+            print(f"{PROG}: unrecognized option '--{exc.opt}'", file=err)
+        elif exc.opt and ("requires argument" in exc.msg):
             print(f"{PROG}: option requires an argument -- '{exc.opt}'", file=err)
         elif exc.opt and len(exc.opt) == 1:
             print(f"{PROG}: invalid option -- '{exc.opt}'", file=err)
