@@ -907,3 +907,18 @@ def test_tools_bad_values_against_a_running_daemon(node: Node, run: Callable[...
         handle.get("test.k")  # nothing was set
     assert daemon.serving()
     assert daemon.stop() == 0
+
+
+def test_state_directory_from_systemd_when_the_config_names_none(
+    node: Node, run: Callable[..., Running], tmp_path: Path
+) -> None:
+    """Without system.state_dir the daemon uses $STATE_DIRECTORY (systemd's
+    StateDirectory=) for its lock and ring id, as corosync does."""
+    node.edit(f"system {{\n    state_dir: {node.state_dir}\n}}\n", "")
+    state = tmp_path / "systemd-state"
+    state.mkdir()
+    daemon = run(node, env={**os.environ, "STATE_DIRECTORY": str(state)}).wait_ready()
+    assert (state / "pycorosync.pid").read_text().strip() == str(daemon.proc.pid)
+    assert daemon.stop() == 0
+    assert (state / "ringid_1").exists()
+    assert not (node.state_dir / "ringid_1").exists()

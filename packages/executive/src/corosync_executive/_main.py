@@ -136,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning [MAIN  ] {warning}", file=sys.stderr)
         print("Config file is valid", file=sys.stderr)
         return 0
-    state_dir = config.system.state_dir or DEFAULT_STATE_DIR
+    # As corosync: the config, else systemd's StateDirectory=, else the built-in default.
+    state_dir = config.system.state_dir or os.environ.get("STATE_DIRECTORY") or DEFAULT_STATE_DIR
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
     except OSError as exc:
