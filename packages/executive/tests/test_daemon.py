@@ -7,11 +7,13 @@ Each node has its own IPC prefix and state directory; node ``i`` owns
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import structlog.testing
 import trio
 
 from corosync import CmapMap, CmapValueType, CsError, CsErrorCode, cfg, cmap
@@ -427,3 +429,21 @@ async def test_ipc_access_follows_uidgid_in_cmap(lab: LoopbackCluster) -> None:
         daemon.cmap.delete("uidgid.uid.4242", writer=True)
         daemon.cmap.set("uidgid.config.gid.4343", ValueType.UINT8, 1, writer=True)
         assert daemon._authorize(user) == 0
+
+
+async def test_a_node_with_another_key_is_logged_and_kept_out(tmp_path: Path) -> None:
+    """Node 2 has a different key: neither accepts the other's packets, both log
+    knet's "invalid digest from <address>" line, and each stays alone."""
+    lab = LoopbackCluster(tmp_path, nodes=2, links=1)
+    other_key = tmp_path / "other-authkey"
+    other_key.write_bytes(os.urandom(256))
+    path = lab.config_path(2)
+    path.write_text(path.read_text().replace(str(lab.keyfile), str(other_key)))
+    with structlog.testing.capture_logs() as logs:
+        async with running_cluster(lab) as cluster:
+            await trio.sleep(3)  # several heartbeats and join attempts
+            assert cluster.members(1) == (1,)
+            assert cluster.members(2) == (2,)
+    digests = [entry["event"] for entry in logs if "invalid digest" in entry["event"]]
+    assert any("invalid digest from 127.0.1.2" in text for text in digests), digests
+    assert any("invalid digest from 127.0.1.1" in text for text in digests), digests
