@@ -13,12 +13,17 @@ is timed with ``time.perf_counter_ns``; ``rt/s`` is round trips over the loop's
 elapsed time, ``p50``/``p99`` the round-trip latency percentiles.
 
 Servers (one at a time, in a network namespace the benchmark creates, since the
-libqb/pycorosync socket names are abstract Unix sockets, per namespace):
+libqb/pycorosync socket names are abstract Unix sockets, per namespace), both started
+from the same one-node configuration (knet on 127.0.0.1 inside the namespace,
+``totem.token = 3000``, state and log files in a temporary directory), with
+``system.qb_ipc_type: socket`` for the SOCKET rows and the default (native, i.e. SHM)
+for the SHM rows:
 
-* ``corosync``: Debian's corosync 3 (``corosync -f``), single node on 127.0.0.1, with
-  ``qb_ipc_type: socket`` (SOCKET rows) or its default native type (SHM rows);
-* ``pycorosync``: our executive's ``CmapService`` behind ``IpcServer`` (SOCKET; SHM
-  only if ``IpcServer`` takes ``transport="shm"``), holding ``totem.token = 3000``.
+* ``corosync``: Debian's corosync 3 (``corosync -f -c CONF``);
+* ``pycorosync``: our daemon, ``python -m corosync_executive -f -c CONF`` (totem,
+  knet, every service; the same process a ``pycorosync`` unit runs).
+
+Each server counts as started once ``corosync-cmapctl -g totem.token`` answers.
 
 Clients:
 
@@ -42,12 +47,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
-import inspect
 import json
 import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +57,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC_PATHS = [
@@ -63,7 +64,6 @@ SRC_PATHS = [
 ]
 KEY = "totem.token"
 CS_OK = 1
-NOT_YET = "n/a (not implemented yet)"
 # --pin: (server CPU, client CPU) for taskset; None leaves the choice to the scheduler.
 PINS: dict[str, tuple[int | None, int | None]] = {
     "none": (None, None),
@@ -180,49 +180,6 @@ def _worker(client: str, duration: float, transport: str) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ our server
-
-
-def shm_supported() -> bool:
-    """Whether our IpcServer has an SHM transport yet (``transport="shm"``)."""
-    sys.path[:0] = [p for p in SRC_PATHS if p not in sys.path]
-    from corosync_executive._ipc_server import IpcServer
-
-    return "transport" in inspect.signature(IpcServer.__init__).parameters
-
-
-def _serve(transport: str) -> int:
-    import structlog  # only the server process needs these
-    import trio
-
-    from corosync_executive import CmapService
-    from corosync_executive._cmap_store import CmapStore, ValueType
-
-    # Per-connection log lines would cost time inside the measured round trips.
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(40),
-    )
-
-    async def main() -> None:
-        store = CmapStore()
-        store.set(KEY, ValueType.UINT32, 3000, writer=True)
-        service = CmapService(store)
-        # Name the transport whenever IpcServer takes one: its default may be SHM.
-        kwargs = {"transport": transport} if shm_supported() else {}
-        server = service.make_server(**kwargs)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(server.serve)
-                print("READY", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
-    trio.run(main)
-    return 0
-
-
 # ------------------------------------------------------------------ orchestration
 
 
@@ -260,60 +217,49 @@ def _namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
 
 
+def _wait_for_cmap(ns: str, proc: subprocess.Popen[str], what: str, log: Path) -> None:
+    """Poll ``corosync-cmapctl -g totem.token`` until the server answers (both servers
+    hold the key; the real tool picks the transport the server announces)."""
+    deadline = time.monotonic() + 30
+    probe = _ns_exec(ns, ["corosync-cmapctl", "-g", KEY])
+    while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"{what} did not start (rc {proc.poll()}): {text}")
+        time.sleep(0.2)
+
+
 @contextmanager
-def _real_corosync(ns: str, transport: str, cpu: int | None) -> Iterator[None]:
+def _server(ns: str, server: str, transport: str, cpu: int | None) -> Iterator[None]:
+    """Run one server (``corosync`` or ``pycorosync``) in ``ns`` with the same
+    one-node configuration, until the block ends (SIGTERM)."""
     with tempfile.TemporaryDirectory(prefix="ipcbench-") as tmp:
         ipc_type = "    qb_ipc_type: socket\n" if transport == "socket" else ""
         conf = Path(tmp) / "corosync.conf"
         conf.write_text(COROSYNC_CONF.format(tmp=tmp, ipc_type=ipc_type))
-        with (Path(tmp) / "stderr").open("w") as log:
+        stderr_path = Path(tmp) / "stderr"
+        if server == "corosync":
             # corosync refuses to start while another one holds /run/corosync.pid (rc 18):
             # a private /run in the mount namespace of `ip netns exec` lets it run beside
             # any other corosync on this host (and leaves theirs alone).
             start = f"mount -t tmpfs ipcbench /run && exec corosync -f -c {conf}"
+            argv = ["sh", "-c", start]
+        else:
+            # Our daemon keeps its pid lock in system.state_dir (the temporary directory).
+            argv = [sys.executable, "-m", "corosync_executive", "-f", "-c", str(conf)]
+        with stderr_path.open("w") as log:
             proc = subprocess.Popen(
-                _ns_exec(ns, ["sh", "-c", start], cpu),
+                _ns_exec(ns, argv, cpu),
+                env=_env(),
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 text=True,
             )
         try:
-            deadline = time.monotonic() + 30
-            probe = _ns_exec(ns, ["corosync-cmapctl", "-g", "runtime.votequorum.this_node_id"])
-            while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = (Path(tmp) / "stderr").read_text(errors="replace")
-                    raise RuntimeError(f"corosync did not start (rc {proc.poll()}): {log_text}")
-                time.sleep(0.2)
+            _wait_for_cmap(ns, proc, server, stderr_path)
             yield
         finally:
             _stop(proc)
-
-
-def _read_line(stream: IO[str] | None, timeout: float) -> str:
-    assert stream is not None
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else ""
-
-
-@contextmanager
-def _our_server(ns: str, transport: str, cpu: int | None) -> Iterator[None]:
-    proc = subprocess.Popen(
-        _ns_exec(ns, [sys.executable, __file__, "--serve", transport], cpu),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = _read_line(proc.stdout, 30)
-        if line.strip() != "READY":
-            _stop(proc)
-            stderr = proc.stderr.read() if proc.stderr is not None else ""
-            raise RuntimeError(f"our cmap server did not start: {line!r} {stderr}")
-        yield
-    finally:
-        _stop(proc)
 
 
 def _run_client(
@@ -363,7 +309,6 @@ def _bench(duration: float, pin: str) -> int:
     if reason is not None:
         print(reason, file=sys.stderr)
         return 2
-    shm = shm_supported()
     if pin == "split" and len(os.sched_getaffinity(0)) < 2:
         print("ipc_bench --pin split needs two CPUs", file=sys.stderr)
         return 2
@@ -384,14 +329,9 @@ def _bench(duration: float, pin: str) -> int:
 
     with _namespace() as ns:
         for transport in ("socket", "shm"):
-            with _real_corosync(ns, transport, server_cpu):
-                rows("corosync", transport)
-            if transport == "shm" and not shm:
-                emit("pycorosync", transport, "python", NOT_YET)
-                emit("pycorosync", transport, "libcmap", NOT_YET)
-                continue
-            with _our_server(ns, transport, server_cpu):
-                rows("pycorosync", transport)
+            for server in ("corosync", "pycorosync"):
+                with _server(ns, server, transport, server_cpu):
+                    rows(server, transport)
     return 1 if failed else 0
 
 
@@ -408,13 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         "split (server on CPU 0, client on CPU 1)",
     )
     parser.add_argument("--client", choices=("python", "libcmap"), help=argparse.SUPPRESS)
-    parser.add_argument("--serve", choices=("socket", "shm"), help=argparse.SUPPRESS)
     parser.add_argument("--transport", choices=("socket", "shm"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
-    if args.serve is not None:
-        return _serve(args.serve)
     if args.client is not None:
         return _worker(args.client, args.duration, args.transport or "socket")
     return _bench(0.3 if args.quick else args.duration, args.pin)

@@ -98,6 +98,34 @@ def test_full_ring_refuses_writes_until_read(ring: ShmRing) -> None:
     assert ring.read() == b"c" * 4000
 
 
+def test_a_chunk_committed_but_not_yet_posted_waits_for_its_post(ring: ShmRing) -> None:
+    """A writer commits a chunk, then posts. read() in between leaves the chunk alone:
+    consuming it would leave its count behind, and the writer's free-space check would
+    then find the empty ring "full" for ever (write pointer = read pointer, count > 0)."""
+    header = _map(ring.header_path)
+    data = _map(ring.data_path)
+    try:
+        struct.pack_into("=II", data, 0, 3, COMMITTED)
+        data[8:11] = b"abc"
+        struct.pack_into("=I", header, 0, 2 + 1)  # the writer's pointer, past the chunk
+        assert ring.read() is None  # committed, not posted yet
+        ring.post()
+        assert ring.read() == b"abc"
+        assert ring.semaphore_value() == 0
+        assert ring.free_words() == ring.words  # empty, not full
+        assert ring.write(b"next")
+    finally:
+        header.close()
+        data.close()
+
+
+def test_a_post_without_a_chunk_keeps_its_count(ring: ShmRing) -> None:
+    """A count with no committed chunk behind it is left for the chunk that follows."""
+    ring.post()
+    assert ring.read() is None
+    assert ring.semaphore_value() == 1
+
+
 def test_close_removes_the_files(tmp_path: Path) -> None:
     """close() unlinks both files and may be called twice."""
     made = ShmRing(str(tmp_path / "r"), 100, uid=os.getuid(), gid=os.getgid())
@@ -153,6 +181,7 @@ def test_hostile_chunks_never_crash(read_pt: int, length: int, magic: int) -> No
         struct.pack_into("=I", data, ((slot + 1) % words) * 4, magic)
         header.close()
         data.close()
+        made.post()  # as the writer does after committing, so read() looks at the chunk
         try:
             got = made.read()
         except ShmRingError:

@@ -48,6 +48,9 @@ async def echo(conn: IpcConnection, request_id: int, message: bytes) -> bytes | 
     payload = message[REQUEST_HEADER_SIZE:]
     if request_id == 7:
         conn.send_event(reply(70, payload))
+    if request_id == 8:  # a burst: one event per payload byte, queued together
+        for i, value in enumerate(payload):
+            conn.send_event(reply(80 + i, bytes([value])))
     return reply(request_id, payload)
 
 
@@ -201,6 +204,45 @@ async def test_events_come_with_a_wakeup_byte(server: IpcServer) -> None:
         event = await trio.to_thread.run_sync(client.event.read)
         assert event == reply(70, b"evt")
         assert server.stats.events_sent == 1
+    finally:
+        client.close()
+
+
+async def test_a_burst_of_events_comes_in_order_with_one_byte_each(server: IpcServer) -> None:
+    """Events queued together land in the event ring in order, and exactly one wake-up
+    byte per event arrives on the setup socket (libqb's dispatch reads one of each)."""
+    client = await trio.to_thread.run_sync(lambda: Client(server.name))
+    try:
+        await trio.to_thread.run_sync(lambda: client.call(8, b"abcde"))
+        received = b""
+        while len(received) < 5:
+            received += await trio.to_thread.run_sync(lambda: client.sock.recv(16))
+        assert len(received) == 5
+        for i, value in enumerate(b"abcde"):
+            event = await trio.to_thread.run_sync(client.event.read)
+            assert event == reply(80 + i, bytes([value]))
+        assert server.stats.events_sent == 5
+        client.sock.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            client.sock.recv(16)  # no byte more than events
+    finally:
+        client.close()
+
+
+async def test_chunks_beyond_one_batch_need_no_further_byte(server: IpcServer) -> None:
+    """A client that commits many requests and announces them with a single byte gets
+    every answer: the server drains the ring until it is empty after reading bytes,
+    more than one batch (64) of requests included."""
+    client = await trio.to_thread.run_sync(lambda: Client(server.name))
+    try:
+        count = 150
+        for i in range(1, count + 1):
+            client.request.write(RequestHeader(i, REQUEST_HEADER_SIZE + 1).encode() + bytes([i]))
+        client.sock.send(b"x")
+        for i in range(1, count + 1):
+            got = await trio.to_thread.run_sync(client.response.read)
+            assert got == reply(i, bytes([i]))
+        assert server.stats.requests == count
     finally:
         client.close()
 

@@ -58,6 +58,7 @@ from corosync.ipc import (
     DEFAULT_MAX_MSG_SIZE,
     QB_IPC_MSG_DISCONNECT,
     REQUEST_HEADER_SIZE,
+    RESPONSE_HEADER_SIZE,
     ConnectionResponse,
     Credentials,
     IpcType,
@@ -94,6 +95,10 @@ Authorizer = Callable[[Credentials | None], int]
 
 CONTROL_FILE_SIZE: Final = 24
 _FLOW_CONTROL = struct.Struct("=i")
+# Request and response headers, read inline on the request path (the decoders in
+# corosync.ipc check the same and word the errors).
+_REQUEST_ID_SIZE = struct.Struct("=i4xi")
+_RESPONSE_HEADER = struct.Struct("=i4xi4xi4x")
 _REQUEST_FLOW_CONTROL_OFFSET = 4
 _LISTEN_BACKLOG = 128
 _CREDS_SPACE = socket.CMSG_SPACE(12)
@@ -647,22 +652,21 @@ class IpcServer:
     async def _serve_shm_requests(
         self, conn: IpcConnection, setup: socket.socket, res: _ShmResources, nursery: trio.Nursery
     ) -> None:
-        """The client posts a chunk then sends one byte on the setup socket; EOF there
-        means it has gone. Each wake-up drains every committed chunk, in order."""
+        """The client commits a chunk, posts, then sends one byte on the setup socket;
+        EOF there means it has gone. The bytes are only wake-ups: after each read of
+        them (any number at once) the request ring is drained until it is empty, so no
+        committed chunk waits for a byte that was already read.
+
+        The fast path never enters trio's scheduler: when the next byte is already
+        there (the client runs while we answer) it is read at once. The loop yields
+        when it has to wait, and after every ``_BATCH`` messages or reads in a row, so
+        one busy client cannot starve the others."""
+        ring = res.request
+        busy = 0
         while True:
-            await trio.lowlevel.wait_readable(setup)
-            try:
-                data = setup.recv(4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                nursery.cancel_scope.cancel()
-                return
-            for _ in range(_BATCH):
+            while True:
                 try:
-                    message = res.request.read()
+                    message = ring.read()
                 except ShmRingError as exc:
                     self._log.warning("ipc_bad_shm_chunk", conn=conn.id, error=str(exc))
                     nursery.cancel_scope.cancel()
@@ -677,59 +681,95 @@ class IpcServer:
                 if reply is not None and not await self._write_response(conn, res.response, reply):
                     nursery.cancel_scope.cancel()
                     return
-            await trio.lowlevel.checkpoint()
+                busy += 1
+                if busy >= _BATCH:
+                    busy = 0
+                    await trio.lowlevel.checkpoint()
+            while True:
+                try:
+                    data = setup.recv(4096)
+                except BlockingIOError:
+                    busy = 0
+                    await trio.lowlevel.wait_readable(setup)
+                    continue
+                except OSError:
+                    data = b""
+                break
+            if not data:
+                nursery.cancel_scope.cancel()
+                return
+            busy += 1
+            if busy >= _BATCH:
+                busy = 0
+                await trio.lowlevel.checkpoint()
 
     async def _write_response(self, conn: IpcConnection, ring: ShmRing, reply: bytes) -> bool:
         """Put one response in the ring; False when the client must be dropped: its
         files were shrunk, or it has not made room in time (a libqb client reads each
         response before its next request, so only a broken client fills the ring)."""
+        # The first try needs no timeout scope (entering one costs more than the write).
+        written = self._try_write_response(conn, ring, reply)
+        if written is not None:
+            return written
         with trio.move_on_after(self._handshake_timeout):
-            while True:
-                try:
-                    if ring.write(reply):
-                        conn.responses += 1
-                        return True
-                except ShmRingError as exc:
-                    self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
-                    return False
+            while written is None:
                 conn.send_retries += 1
                 await trio.sleep(_RING_FULL_RETRY)
+                written = self._try_write_response(conn, ring, reply)
+            return written
         self._log.warning("ipc_response_ring_full", conn=conn.id)
         return False
+
+    def _try_write_response(self, conn: IpcConnection, ring: ShmRing, reply: bytes) -> bool | None:
+        """True: written; None: no room yet; False: the ring is broken (logged)."""
+        try:
+            if not ring.write(reply):
+                return None
+        except ShmRingError as exc:
+            self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
+            return False
+        conn.responses += 1
+        return True
 
     async def _send_shm_events(
         self, conn: IpcConnection, setup: socket.socket, ring: ShmRing
     ) -> None:
-        """Each event goes into the event ring, then one byte on the setup socket wakes
-        the client's poll (its dispatch reads one chunk and one byte)."""
+        """Each event goes into the event ring, then one byte per event on the setup
+        socket wakes the client's poll (its dispatch reads one chunk and one byte). The
+        events queued together are written first and announced with one send: the
+        bytes only ever follow their chunks, and a burst costs one system call."""
         delayed = False
         while True:
             if not conn._events:
                 conn._event_wakeup = trio.Event()
                 await conn._event_wakeup.wait()
                 continue
-            message = conn._events[0]
-            try:
-                written = ring.write(message)
-            except ShmRingError as exc:
-                self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
-                self.stats.events_dropped += len(conn._events)
-                conn.close()
-                return
-            if not written:
-                conn.send_retries += 1
-                delayed = True
-                await trio.sleep(_RING_FULL_RETRY)  # the client has not dispatched yet
+            written = 0
+            while conn._events:
+                message = conn._events[0]
+                try:
+                    if not ring.write(message):
+                        break
+                except ShmRingError as exc:
+                    self._log.warning("ipc_bad_shm_ring", conn=conn.id, error=str(exc))
+                    self.stats.events_dropped += len(conn._events)
+                    conn.close()
+                    return
+                conn._events.popleft()
+                conn._event_bytes -= len(message)
+                self.stats.events_sent += 1
+                conn.events_sent += 1
+                conn.delayed_events += delayed
+                delayed = False
+                written += 1
+            if written:
+                if not await _send_all(setup, b"\0" * written):
+                    conn.close()
+                    return
                 continue
-            conn._events.popleft()
-            conn._event_bytes -= len(message)
-            self.stats.events_sent += 1
-            conn.events_sent += 1
-            conn.delayed_events += delayed
-            delayed = False
-            if not await _send_all(setup, b"\0"):
-                conn.close()
-                return
+            conn.send_retries += 1
+            delayed = True
+            await trio.sleep(_RING_FULL_RETRY)  # the client has not dispatched yet
 
     async def _watch_setup(self, setup: socket.socket, scope: trio.CancelScope) -> None:
         """The client is gone when its stream socket reads EOF (or fails)."""
@@ -792,20 +832,24 @@ class IpcServer:
         """The response to one request datagram (None: none is due)."""
         if not data:
             return _Action.DISCONNECT
+        size = -1
         if len(data) >= REQUEST_HEADER_SIZE:
-            msg_id, size = struct.unpack_from("=i4xi", data)
-            if msg_id == QB_IPC_MSG_DISCONNECT or size == 0:
+            request_id, size = _REQUEST_ID_SIZE.unpack_from(data)
+            if request_id == QB_IPC_MSG_DISCONNECT or size == 0:
                 return _Action.DISCONNECT
         if truncated:
             return self._malformed(conn, CsErrorCode.TOO_BIG, "request over the size limit")
-        try:
-            header = decode_request_header_untrusted(data)
-        except MalformedMessage as exc:
-            return self._malformed(conn, CsErrorCode.INVALID_PARAM, str(exc))
+        if size != len(data):
+            # The decoder words the reason (the header checks above are its own, inlined
+            # for every request's sake).
+            try:
+                request_id = decode_request_header_untrusted(data).id
+            except MalformedMessage as exc:
+                return self._malformed(conn, CsErrorCode.INVALID_PARAM, str(exc))
         self.stats.requests += 1
         conn.requests += 1
         try:
-            reply = await self._handler(conn, header.id, data)
+            reply = await self._handler(conn, request_id, data)
         except MalformedMessage as exc:
             return self._malformed(conn, CsErrorCode.INVALID_PARAM, str(exc))
         except CsError as exc:
@@ -813,21 +857,21 @@ class IpcServer:
             return encode_error_response(exc.code)
         except Exception:
             self.stats.handler_errors += 1
-            self._log.exception("ipc_handler_failed", conn=conn.id, request_id=header.id)
+            self._log.exception("ipc_handler_failed", conn=conn.id, request_id=request_id)
             return encode_error_response(CsErrorCode.LIBRARY)
         if reply is None:
             return None
         try:
-            header_out = decode_response_header_untrusted(reply)
+            error = _response_error(reply)
         except MalformedMessage as exc:
             self.stats.handler_errors += 1
-            self._log.error("ipc_handler_bad_response", request_id=header.id, error=str(exc))
+            self._log.error("ipc_handler_bad_response", request_id=request_id, error=str(exc))
             return encode_error_response(CsErrorCode.LIBRARY)
         if len(reply) > conn.max_msg_size:
             self.stats.handler_errors += 1
-            self._log.error("ipc_handler_response_too_big", request_id=header.id, size=len(reply))
+            self._log.error("ipc_handler_response_too_big", request_id=request_id, size=len(reply))
             return encode_error_response(CsErrorCode.TOO_BIG)
-        conn.overloads += header_out.error == CsErrorCode.TRY_AGAIN
+        conn.overloads += error == CsErrorCode.TRY_AGAIN
         return bytes(reply)
 
     def _malformed(self, conn: IpcConnection, code: CsErrorCode, why: str) -> bytes:
@@ -879,6 +923,18 @@ class IpcServer:
 
 class _Action(enum.Enum):
     DISCONNECT = "disconnect"  # the client said goodbye (DISCONNECT id or size 0)
+
+
+def _response_error(reply: bytes) -> int:
+    """The error field of a whole response message; MalformedMessage unless its header
+    gives its length (decode_response_header_untrusted's checks, inlined for the common
+    case: every response passes here)."""
+    if len(reply) >= RESPONSE_HEADER_SIZE:
+        _, size, error = _RESPONSE_HEADER.unpack_from(reply)
+        if size == len(reply):
+            result: int = error
+            return result
+    return decode_response_header_untrusted(reply).error
 
 
 async def _recv_connection_request(
