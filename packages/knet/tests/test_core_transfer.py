@@ -645,4 +645,3 @@ def test_core_output_depends_only_on_inputs() -> None:
     datagrams = [d for out in first if isinstance(out, Output) for d in out.datagrams]
     assert len(datagrams) >= 10
     assert Counter(d.data[1] for d in datagrams) == {2: len(datagrams)}  # pings only
-
