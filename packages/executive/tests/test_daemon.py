@@ -447,3 +447,14 @@ async def test_a_node_with_another_key_is_logged_and_kept_out(tmp_path: Path) ->
     digests = [entry["event"] for entry in logs if "invalid digest" in entry["event"]]
     assert any("invalid digest from 127.0.1.2" in text for text in digests), digests
     assert any("invalid digest from 127.0.1.1" in text for text in digests), digests
+
+
+async def test_a_clean_start_logs_no_warnings(lab: LoopbackCluster) -> None:
+    """Three nodes start, meet and bring every link up without a warning or an error
+    in the log (an operator must be able to trust a warning)."""
+    with structlog.testing.capture_logs() as logs:
+        async with running_cluster(lab) as cluster:
+            await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+            await cluster.wait_for(cluster.all_links_up)
+    bad = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert bad == []

@@ -554,3 +554,20 @@ def test_replay_matches_reference_model(
         if decision:
             window.accept(instance, counter)
             model.accept(instance, counter)
+
+
+def test_replay_window_tells_packets_from_before_verification() -> None:
+    """start_instance(i, c) rejects counters up to c of instance i (they predate the
+    proof of life) and says so; true replays of later counters are not 'predating'."""
+    window = ReplayWindow(size=64)
+    window.start_instance(7, 100)
+    assert not window.check(7, 99)
+    assert window.predates_verification(7, 99)
+    assert window.predates_verification(7, 100)
+    assert window.check(7, 101)
+    window.accept(7, 101)
+    assert not window.check(7, 101)  # a replay of a verified packet
+    assert not window.predates_verification(7, 101)
+    assert not window.predates_verification(8, 50)  # another instance
+    window.reset()
+    assert not window.predates_verification(7, 99)

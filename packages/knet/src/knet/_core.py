@@ -741,7 +741,16 @@ class KnetCore:
         if not host.replay.check(instance, counter, allow_older=allow_older):
             self._stats.rx_replayed += 1
             link.stats.rx_replayed += 1
-            if self._log_limiter.allow(("replay", link.remote), now) is not None:
+            if host.replay.predates_verification(instance, counter):
+                # Sent before the pong that verified this peer, overtaken by it on
+                # another link: dropped (it cannot be told from a replay), but normal.
+                self._log(
+                    LogLevel.DEBUG,
+                    "packet sent before the peer was verified dropped",
+                    host=host.host_id,
+                    link=link.link_id,
+                )
+            elif self._log_limiter.allow(("replay", link.remote), now) is not None:
                 self._log(
                     LogLevel.WARNING,
                     "replayed or too old packet dropped",

@@ -403,7 +403,16 @@ class ReplayWindow:
     the packet authenticated, so forged packets cannot move the window.
     """
 
-    __slots__ = ("_bitmap", "_current", "_highest", "_mask", "_retired", "_retired_limit", "size")
+    __slots__ = (
+        "_bitmap",
+        "_current",
+        "_floor",
+        "_highest",
+        "_mask",
+        "_retired",
+        "_retired_limit",
+        "size",
+    )
 
     size: int
 
@@ -417,6 +426,8 @@ class ReplayWindow:
         self._retired_limit = retired_limit
         self._current: int | None = None
         self._highest = 0
+        # Counters of the current instance up to this one predate its proof of life.
+        self._floor = -1
         # Bit i set <=> counter (highest - i) of the current instance was accepted.
         self._bitmap = 0
         # Insertion-ordered set of retired instances, oldest first.
@@ -426,6 +437,7 @@ class ReplayWindow:
         """Forget everything, retired instances included (e.g. after a key change)."""
         self._current = None
         self._highest = 0
+        self._floor = -1
         self._bitmap = 0
         self._retired.clear()
 
@@ -443,6 +455,12 @@ class ReplayWindow:
             return True
         return diff < self.size and not (self._bitmap >> diff) & 1
 
+    def predates_verification(self, instance: int, counter: int) -> bool:
+        """True if ``(instance, counter)`` is of the current instance but was sent before
+        the pong that verified it: rejected by :meth:`check`, yet most likely a packet
+        that was in flight on another link, not a replay."""
+        return instance == self._current and counter <= self._floor
+
     def _new_instance_ok(self, instance: int, allow_older: bool) -> bool:
         if instance in self._retired:
             return False
@@ -459,6 +477,7 @@ class ReplayWindow:
         self._retired.pop(instance, None)
         self._current = instance
         self._highest = counter
+        self._floor = counter
         self._bitmap = self._mask
 
     def accept(self, instance: int, counter: int, *, allow_older: bool = False) -> None:
