@@ -554,14 +554,23 @@ async def test_logs_go_through_structlog_with_subsystem_knet() -> None:
     ups = {
         (e["local_host"], e["host"], e["link"])
         for e in logs
-        if e["event"] == "link up" and e["log_level"] == "info"
+        if e["event"].endswith(" is up") and e["log_level"] == "info"
     }
     assert ups == {(1, 2, 0), (1, 2, 1), (2, 1, 0), (2, 1, 1)}
     assert all(e["subsystem"] == "knet" for e in logs)
-    assert all(isinstance(e["latency_us"], int) for e in logs if e["event"] == "link up")
-    assert {(e["local_host"], e["host"]) for e in logs if e["event"] == "host reachable"} == {
+    assert all(isinstance(e["latency_us"], int) for e in logs if e["event"].endswith(" is up"))
+    assert ups == {
+        (e["local_host"], e["host"], int(e["event"].split()[4]))
+        for e in logs
+        if e["event"] == f"rx: host: {e.get('host')} link: {e.get('link')} is up"
+    }
+    reachable = {
+        (e["local_host"], e["host"]) for e in logs if e["event"].endswith("has active links")
+    }
+    assert reachable == {
         (1, 2),
         (2, 1),
     }
-    (down,) = [e for e in logs if e["event"] == "link down" and e["local_host"] == 1]
+    (down,) = [e for e in logs if e["event"].endswith(" is down") and e["local_host"] == 1]
+    assert down["event"] == "link: host: 2 link: 1 is down"
     assert (down["host"], down["link"], down["reason"]) == (2, 1, LinkDownReason.DISABLED.value)

@@ -387,7 +387,6 @@ class Daemon:
                 if config.knet_mtu:
                     handle.set_manual_mtu(config.knet_mtu)
                 self._apply_knet(config)
-                events = handle.subscribe()
                 transport = totem.KnetTransport(handle, channel=0)
                 async with totem.open_node(
                     config.local_nodeid,
@@ -400,7 +399,7 @@ class Daemon:
                     self.node = node
                     node.join(_EXEC_GROUP)
                     node.join(_SYNC_GROUP)
-                    await self._serve(node, events, task_status)
+                    await self._serve(node, task_status)
                     if not self._leave_cleanly:
                         raise _Stop
                 self._log.info("left the ring cleanly")
@@ -420,13 +419,11 @@ class Daemon:
     async def _serve(
         self,
         node: totem.TotemNode,
-        events: trio.MemoryReceiveChannel[knet.Event],
         task_status: trio.TaskStatus[None],
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._pump_totem, node)
-            nursery.start_soon(self._pump_knet, events)
             nursery.start_soon(self._sync_ticker)
             if self._handle_signals:
                 nursery.start_soon(self._watch_signals)
@@ -539,22 +536,6 @@ class Daemon:
             self.cmap.inc(key, writer=True)
         except CmapError:  # the first message of this function
             self.cmap.set(key, ValueType.UINT64, 1, writer=True)
-
-    # ---------------------------------------------------------------- knet events
-
-    async def _pump_knet(self, events: trio.MemoryReceiveChannel[knet.Event]) -> None:
-        log = structlog.get_logger("knet").bind(subsystem="KNET")
-        async for event in events:
-            if isinstance(event, knet.LinkUp):
-                log.info(f"rx: host: {event.host_id} link: {event.link_id} is up")
-            elif isinstance(event, knet.LinkDown):
-                log.info(f"link: host: {event.host_id} link: {event.link_id} is down")
-            elif isinstance(event, knet.HostUnreachable):
-                log.warning(f"host: host: {event.host_id} has no active links")
-            elif isinstance(event, knet.HostReachable):
-                log.info(f"host: host: {event.host_id} has active links")
-            elif isinstance(event, knet.DataMtuChanged):
-                log.info(f"pmtud: Global data MTU changed to: {event.data_mtu}")
 
     # ---------------------------------------------------------------- knet configuration
 

@@ -987,7 +987,7 @@ class KnetCore:
         self._events.append(LinkUp(link.host_id, link.link_id))
         self._log(
             LogLevel.INFO,
-            "link up",
+            f"rx: host: {link.host_id} link: {link.link_id} is up",  # libknet's wording
             host=link.host_id,
             link=link.link_id,
             latency_us=link.stats.latency_ave_us,
@@ -1000,7 +1000,11 @@ class KnetCore:
     def _link_went_down(self, link: Link, reason: LinkDownReason) -> None:
         self._events.append(LinkDown(link.host_id, link.link_id, reason))
         self._log(
-            LogLevel.INFO, "link down", host=link.host_id, link=link.link_id, reason=reason.value
+            LogLevel.INFO,
+            f"link: host: {link.host_id} link: {link.link_id} is down",
+            host=link.host_id,
+            link=link.link_id,
+            reason=reason.value,
         )
         self._update_reachability(self._hosts[link.host_id])
         self._update_data_mtu()
@@ -1013,7 +1017,8 @@ class KnetCore:
             best = host.active_links[0]
             self._log(
                 LogLevel.INFO,
-                "best link",
+                f"host: host: {host.host_id} (passive) best link: {best.link_id} "
+                f"(pri: {best.options.priority})",
                 host=host.host_id,
                 policy="passive",
                 link=best.link_id,
@@ -1023,17 +1028,28 @@ class KnetCore:
             host.reachable = reachable
             if reachable:
                 self._events.append(HostReachable(host.host_id))
-                self._log(LogLevel.INFO, "host reachable", host=host.host_id)
+                self._log(
+                    LogLevel.INFO, f"host: host: {host.host_id} has active links", host=host.host_id
+                )
             else:
                 self._events.append(HostUnreachable(host.host_id))
-                self._log(LogLevel.WARNING, "host has no active links", host=host.host_id)
+                self._log(
+                    LogLevel.WARNING,
+                    f"host: host: {host.host_id} has no active links",
+                    host=host.host_id,
+                )
 
     def _update_data_mtu(self) -> None:
         mtu = self._compute_data_mtu()
         if mtu != self._data_mtu:
             previous, self._data_mtu = self._data_mtu, mtu
             self._events.append(DataMtuChanged(mtu, previous))
-            self._log(LogLevel.INFO, "data MTU changed", data_mtu=mtu, previous=previous)
+            self._log(
+                LogLevel.INFO,
+                f"pmtud: Global data MTU changed to: {mtu}",
+                data_mtu=mtu,
+                previous=previous,
+            )
 
     def _compute_data_mtu(self) -> int:
         links = [link for link in self._all_links() if link.is_up]
