@@ -922,3 +922,23 @@ def test_state_directory_from_systemd_when_the_config_names_none(
     assert daemon.stop() == 0
     assert (state / "ringid_1").exists()
     assert not (node.state_dir / "ringid_1").exists()
+
+
+def test_reload_changes_logging_at_once(node: Node, run: Callable[..., Running]) -> None:
+    """debug: on written to the file and `pycorosync-cfgtool -R`: the running daemon
+    logs debug records from then on (no restart)."""
+    daemon = run(node).wait_ready()
+    assert "debug   [" not in node.log()
+    node.add_logging("    debug: on\n")
+    done = tool("pycorosync-cfgtool", "--ipc-prefix", node.prefix, "-R")
+    assert (done.returncode, done.stdout) == (0, "Reloading corosync.conf...\nDone\n")
+    # Any debug record proves the new settings are in force; a cmap request makes one.
+    wait_until(
+        lambda: (
+            tool("pycorosync-cmapctl", "--ipc-prefix", node.prefix, "-g", "totem.token") is not None
+            and "debug   [" in node.log()
+        ),
+        "debug records after the reload",
+    )
+    assert daemon.stop() == 0
+    assert "Config reload complete" in node.log()
