@@ -458,3 +458,36 @@ async def test_a_clean_start_logs_no_warnings(lab: LoopbackCluster) -> None:
             await cluster.wait_for(cluster.all_links_up)
     bad = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert bad == []
+
+
+async def test_totem_timer_set_in_cmap_changes_this_node_only(lab: LoopbackCluster) -> None:
+    """As corosync: `cmapctl -s totem.token u32 4000` re-derives every totem timer on
+    that node (runtime.config.totem.* follow); the other nodes keep theirs; a value
+    totem refuses changes nothing."""
+    async with running_cluster(lab) as cluster:
+        await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+        before = cluster.daemons[2].node.timers  # type: ignore[union-attr]
+
+        def set_token() -> tuple[object, object]:
+            with cmap.initialize(prefix=lab.prefix(1)) as handle:
+                handle.set("totem.token", 4000, CmapValueType.UINT32)
+                return (
+                    handle.get("runtime.config.totem.token"),
+                    handle.get("runtime.config.totem.consensus"),
+                )
+
+        token, consensus = await cluster.call(set_token)
+        timers = cluster.daemons[1].node.timers  # type: ignore[union-attr]
+        assert (timers.token, token) == (4650, 4650)
+        assert consensus == timers.consensus == int(4650 * 1.2)
+        assert cluster.daemons[2].node.timers == before  # type: ignore[union-attr]
+
+        def bad_hold() -> object:
+            with cmap.initialize(prefix=lab.prefix(1)) as handle:
+                handle.set("totem.hold", 5, CmapValueType.UINT32)
+                return handle.get("runtime.config.totem.token")
+
+        assert await cluster.call(bad_hold) == 4650
+        assert cluster.daemons[1].node.timers == timers  # type: ignore[union-attr]
+        await trio.sleep(1)
+        assert all(d.members == (1, 2, 3) for d in cluster.daemons.values())

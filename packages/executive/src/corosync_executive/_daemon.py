@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import structlog
@@ -69,6 +70,13 @@ DEFAULT_STATE_DIR = "/var/lib/pycorosync"
 _EXEC_GROUP = b"exec"
 _SYNC_GROUP = b"sync"
 _SYNC_TICK = 0.05  # seconds
+#: totem keys that, set in cmap at run time, re-derive this node's timers (corosync's
+#: totemconfig "volatile" keys)
+_VOLATILE_TOTEM_KEYS = frozenset(
+    field.name
+    for field in attrs.fields(totem.TotemConfig)
+    if field.name != "cancel_token_hold_on_retransmit"
+)
 _SHUTDOWN_GRACE = 0.2  # seconds for pending IPC replies before a requested shutdown
 _CRYPTO_ACTIVATE = 1
 _CRYPTO_CLEANUP = 2
@@ -679,6 +687,8 @@ class Daemon:
         by the stats map when it refreshes, before the next read.)"""
         for key in ("runtime.blackbox.dump_flight_data", "runtime.blackbox.dump_state"):
             self.cmap.track_add(key, int(TrackType.ADD | TrackType.MODIFY), self)
+        every_change = TrackType.ADD | TrackType.MODIFY | TrackType.DELETE | TrackType.PREFIX
+        self.cmap.track_add("totem.", int(every_change), self)
 
     def _on_cmap_notification(self, note: Notification) -> None:
         if isinstance(note.owner, Service):
@@ -688,6 +698,39 @@ class Daemon:
             return
         if note.key == "runtime.blackbox.dump_flight_data":
             self.dump_blackbox()
+        elif note.key.removeprefix("totem.") in _VOLATILE_TOTEM_KEYS:
+            self._retime_totem(note.key)
+
+    def _retime_totem(self, key: str) -> None:
+        """A totem timer key changed in cmap (cmapctl -s totem.token u32 5000): as
+        corosync, recompute every derived timer on this node only."""
+        node = self.node
+        if node is None or node.closed:
+            return
+        values: dict[str, Any] = {}  # field name -> int (every volatile field is an int)
+        for name in sorted(_VOLATILE_TOTEM_KEYS):
+            try:
+                _, value = self.cmap.get(f"totem.{name}")
+            except CmapError:
+                continue  # absent: the default, as when the file does not set it
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                values[name] = value
+            else:
+                self._log.error(f"{key}: totem.{name} must be a non-negative integer; ignored")
+                return
+        try:
+            config = totem.TotemConfig(**values)
+            timers = node.reconfigure(config, len(self._config.nodes))
+        except (TypeError, ValueError, totem.TotemError) as exc:
+            self._log.error(f"{key}: the totem timers were not changed: {exc}")
+            return
+        for name, value in timers.as_runtime_keys().items():
+            if name != "token_warning":  # corosync publishes the percentage there
+                self.cmap.set(f"runtime.config.totem.{name}", ValueType.UINT32, value, writer=True)
+        self._log.info(
+            f"{key} changed: totem timers recomputed on this node "
+            f"(token {timers.token} ms, consensus {timers.consensus} ms)"
+        )
 
     def dump_blackbox(self) -> str | None:
         """Write the flight recorder to ``<state_dir>/fdata``; its path, or None."""
