@@ -17,14 +17,13 @@ as coroutines (``corosync/_cfg_trio.py``).
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import TypeVar
 
 import attrs
 
 from corosync._errors import CsError, CsErrorCode, MalformedMessage
+from corosync._handle import ServiceHandle
 from corosync.ipc._cfg_msgs import (
     CfgGetNodeAddrsRequest,
     CfgGetNodeAddrsResponse,
@@ -60,7 +59,6 @@ from corosync.ipc._cfg_msgs import (
     decode_cfg_response_untrusted,
 )
 from corosync.ipc._client import IpcClient
-from corosync.ipc._headers import IpcType
 
 __all__ = [
     "AsyncCfgHandle",
@@ -109,51 +107,26 @@ with :meth:`CfgHandle.reply_to_shutdown`; not answering counts as NO when the
 server's ``cfg.shutdown_timeout`` expires."""
 
 
-class CfgHandle:
+class CfgHandle(ServiceHandle):
     """One connection to the cfg service; create it with :func:`initialize`.
 
     Calls may come from several threads; :meth:`dispatch` may run in one of them.
     """
 
+    SERVICE = "cfg"
+
     def __init__(self, client: IpcClient, shutdown_callback: CfgShutdownCallback | None) -> None:
-        self._client = client
+        super().__init__(client)
         self._shutdown_callback = shutdown_callback
-        self._finalize_lock = threading.Lock()
-        self._finalized = False
-
-    @property
-    def finalized(self) -> bool:
-        """True after :meth:`finalize`."""
-        return self._finalized
-
-    @property
-    def transport(self) -> IpcType:
-        """The IPC transport the server chose (SHM or SOCKET)."""
-        return self._client.transport
-
-    def fileno(self) -> int:
-        """A descriptor that polls readable when an event waits (``corosync_cfg_fd_get``)."""
-        self._check()
-        return self._client.fileno()
-
-    def dispatch_filenos(self) -> tuple[int, ...]:
-        """Descriptors whose readability means :meth:`dispatch` has work (an event, or
-        the server gone): :meth:`fileno`, plus the setup socket over SOCKET."""
-        self._check()
-        return self._client.dispatch_filenos()
 
     # -------------------------------------------------------------- requests
 
     def _call(self, request: CfgRequest, expected: type[_R]) -> _R:
-        self._check()
-        raw = self._client.request(request.encode())
-        try:
-            response = decode_cfg_response_untrusted(raw, expected)
-        except MalformedMessage as exc:
-            raise CsError(CsErrorCode.MESSAGE_ERROR, f"bad cfg response: {exc}") from None
-        if response.error is not CsErrorCode.OK:
-            raise CsError(response.error, _describe(request))
-        return response
+        return self._exchange(
+            request.encode(),
+            lambda raw: decode_cfg_response_untrusted(raw, expected),
+            lambda: _describe(request),
+        )
 
     def local_get(self) -> int:
         """The local node id (``corosync_cfg_local_get``)."""
@@ -261,31 +234,6 @@ class CfgHandle:
             return CfgShutdownFlags(event.flags)
         except ValueError:
             return event.flags
-
-    # ------------------------------------------------------------- lifecycle
-
-    def finalize(self) -> None:
-        """Close the connection; the handle is unusable afterwards. Idempotent."""
-        with self._finalize_lock:
-            if self._finalized:
-                return
-            self._finalized = True
-        self._client.close()
-
-    def _check(self) -> None:
-        if self._finalized:
-            raise CsError(CsErrorCode.BAD_HANDLE, "cfg handle is finalized")
-
-    def __enter__(self) -> CfgHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.finalize()
 
 
 def _describe(request: CfgRequest) -> str:

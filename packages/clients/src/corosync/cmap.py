@@ -20,12 +20,12 @@ import enum
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import TypeVar
 
 import attrs
 
 from corosync._errors import CsError, CsErrorCode, MalformedMessage
+from corosync._handle import ServiceHandle
 from corosync.ipc._client import IpcClient
 from corosync.ipc._cmap_msgs import (
     CmapAdjustIntRequest,
@@ -59,7 +59,6 @@ from corosync.ipc._cmap_msgs import (
     decode_cmap_value_untrusted,
     encode_cmap_value,
 )
-from corosync.ipc._headers import IpcType
 
 __all__ = [
     "AsyncCmapHandle",
@@ -143,63 +142,39 @@ def _typed(value_type: CmapValueType | None, data: bytes) -> CmapTypedValue | No
     return CmapTypedValue(value_type, decode_cmap_value_untrusted(value_type, data))
 
 
-class CmapHandle:
+class CmapHandle(ServiceHandle):
     """One connection to the cmap service; create it with :func:`initialize`.
 
     Calls may come from several threads; :meth:`dispatch` may run in one of them.
     """
 
+    SERVICE = "cmap"
+
     def __init__(self, client: IpcClient, cmap_map: CmapMap) -> None:
-        self._client = client
+        super().__init__(client)
         self._map = cmap_map
         self._inst_ids = itertools.count(1)
         self._tracks: dict[int, _Track] = {}  # by our track_inst_handle
         self._tracks_lock = threading.Lock()
-        self._finalized = False
-
-    @property
-    def finalized(self) -> bool:
-        """True after :meth:`finalize`."""
-        return self._finalized
 
     @property
     def map(self) -> CmapMap:
         """The map this handle works on."""
         return self._map
 
-    def fileno(self) -> int:
-        """A descriptor that polls readable when a notification waits (``cmap_fd_get``)."""
-        self._check()
-        return self._client.fileno()
-
     @property
     def fd(self) -> int:
         """Same as :meth:`fileno`."""
         return self.fileno()
 
-    @property
-    def transport(self) -> IpcType:
-        """The IPC transport the server chose (SHM or SOCKET)."""
-        return self._client.transport
-
-    def dispatch_filenos(self) -> tuple[int, ...]:
-        """Descriptors whose readability means :meth:`dispatch` has work (an event, or
-        the server gone): :meth:`fileno`, plus the setup socket over SOCKET."""
-        self._check()
-        return self._client.dispatch_filenos()
-
     # -------------------------------------------------------------- requests
 
     def _call(self, request: CmapRequest, expected: type[_R]) -> _R:
-        self._check()
-        raw = self._client.request(request.encode())
-        try:
-            response = decode_cmap_response_untrusted(raw, expected)
-        except MalformedMessage as exc:
-            raise CsError(CsErrorCode.MESSAGE_ERROR, f"bad cmap response: {exc}") from None
-        if response.error is not CsErrorCode.OK:
-            raise CsError(response.error, _describe(request))
-        return response
+        return self._exchange(
+            request.encode(),
+            lambda raw: decode_cmap_response_untrusted(raw, expected),
+            lambda: _describe(request),
+        )
 
     def get_typed(self, key: str) -> CmapTypedValue:
         """The value of ``key`` with its type. NOT_EXIST when there is no such key."""
@@ -353,30 +328,6 @@ class CmapHandle:
                 old_value=notification_values[1],
             )
         )
-
-    # ------------------------------------------------------------- lifecycle
-
-    def finalize(self) -> None:
-        """Close the connection; the handle is unusable afterwards. Idempotent."""
-        if self._finalized:
-            return
-        self._finalized = True
-        self._client.close()
-
-    def _check(self) -> None:
-        if self._finalized:
-            raise CsError(CsErrorCode.BAD_HANDLE, "cmap handle is finalized")
-
-    def __enter__(self) -> CmapHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.finalize()
 
 
 def _describe(request: CmapRequest) -> str:

@@ -37,6 +37,7 @@ from corosync.ipc._headers import (
     decode_request_header_untrusted,
     decode_response_header_untrusted,
 )
+from corosync.ipc._response import ResponseBase
 
 __all__ = [
     "CFG_ADDRESS_SIZE",
@@ -529,25 +530,12 @@ def decode_cfg_request_untrusted(message: bytes) -> CfgRequest:
 # --------------------------------------------------------------------- responses
 
 
-class _CfgResponseBase:
+class _CfgResponseBase(ResponseBase):
     """Shared decoding of cfg responses; subclasses with a body override
     :meth:`_from_body`."""
 
+    SERVICE = "cfg"
     RESPONSE_ID: ClassVar[CfgResponseId]
-    error: CsErrorCode  # every response checks this first
-
-    @classmethod
-    def _from_body(cls, message: bytes) -> Any:
-        """A response without body: the message must be the bare header."""
-        if len(message) != RESPONSE_HEADER_SIZE:
-            raise MalformedMessage(
-                f"cfg {cls.RESPONSE_ID.name} response of {len(message)} bytes, expected 24"
-            )
-        return cls(error=CsErrorCode.OK)  # type: ignore[call-arg]
-
-    @classmethod
-    def _error_only(cls, error: CsErrorCode) -> Any:
-        return cls(error=error)  # type: ignore[call-arg]
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import ClassVar, TypeAlias, TypeVar
 
 import attrs
 
@@ -33,6 +33,7 @@ from corosync.ipc._headers import (
     decode_request_header_untrusted,
     decode_response_header_untrusted,
 )
+from corosync.ipc._response import ResponseBase
 
 __all__ = [
     "CMAP_KEYNAME_MAXLEN",
@@ -541,24 +542,11 @@ def decode_cmap_request_untrusted(message: bytes) -> CmapRequest:
 # --------------------------------------------------------------------- responses
 
 
-class _CmapResponseBase:
+class _CmapResponseBase(ResponseBase):
     """Shared decoding of cmap responses; subclasses define the body."""
 
+    SERVICE = "cmap"
     RESPONSE_ID: ClassVar[CmapResponseId]
-    error: CsErrorCode  # every response checks this first
-
-    @classmethod
-    def _from_body(cls, message: bytes) -> Any:
-        """A response without body: the message must be the bare header."""
-        if len(message) != RESPONSE_HEADER_SIZE:
-            raise MalformedMessage(
-                f"cmap {cls.RESPONSE_ID.name} response of {len(message)} bytes, expected 24"
-            )
-        return cls(error=CsErrorCode.OK)  # type: ignore[call-arg]
-
-    @classmethod
-    def _error_only(cls, error: CsErrorCode) -> Any:
-        return cls(error=error)  # type: ignore[call-arg]
 
 
 @attrs.frozen
