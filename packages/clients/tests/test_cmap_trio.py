@@ -196,3 +196,28 @@ def test_public_names() -> None:
     assert corosync.open_cmap is open_cmap
     assert corosync.AsyncCmapHandle is AsyncCmapHandle
     assert {"open_cmap", "AsyncCmapHandle"} <= set(corosync.cmap.__all__)
+
+
+async def test_get_takes_one_round_trip_for_small_values_and_falls_back_for_big(
+    cmap_server: Any, transport: str
+) -> None:
+    """A value up to GET_GUESS bytes comes in one GET; a bigger one costs a failed
+    guess, a size probe and the fetch, and still arrives whole."""
+    del transport
+    from corosync.cmap import GET_GUESS
+
+    stats = cmap_server.service.stats
+    async with open_cmap(prefix=cmap_server.prefix) as cmap:
+        edge = b"x" * GET_GUESS
+        big = bytes(range(256)) * 40
+        await cmap.set("test.edge", edge, CmapValueType.BINARY)
+        await cmap.set("test.big", big, CmapValueType.BINARY)
+        before = stats.requests
+        assert await cmap.get("test.edge") == edge
+        assert stats.requests - before == 1
+        before = stats.requests
+        assert await cmap.get("test.big") == big
+        assert stats.requests - before == 3
+        with pytest.raises(CsError) as info:
+            await cmap.get("test.none")
+        assert info.value.code is CsErrorCode.NOT_EXIST

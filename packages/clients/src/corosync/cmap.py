@@ -80,6 +80,8 @@ _R = TypeVar("_R", bound=_CmapResponseBase)
 
 # A value may grow between the length query and the fetch: retry a few times.
 _GET_ATTEMPTS = 8
+#: Bytes the first GET offers for the value: one round trip for every value this small.
+GET_GUESS = 256
 
 
 class CmapDispatchFlags(enum.IntEnum):
@@ -177,7 +179,16 @@ class CmapHandle(ServiceHandle):
         )
 
     def get_typed(self, key: str) -> CmapTypedValue:
-        """The value of ``key`` with its type. NOT_EXIST when there is no such key."""
+        """The value of ``key`` with its type. NOT_EXIST when there is no such key.
+
+        Most values are small: the first request offers a :data:`GET_GUESS`-byte buffer
+        and is answered with the value in one round trip; a larger value answers
+        INVALID_PARAM, and then its size is asked first (as ``corosync-cmapctl``)."""
+        try:
+            return self._typed(key, self._call(CmapGetRequest(key, GET_GUESS), CmapGetResponse))
+        except CsError as exc:
+            if exc.code is not CsErrorCode.INVALID_PARAM:
+                raise
         for _ in range(_GET_ATTEMPTS):
             probe = self._call(CmapGetRequest(key, 0), CmapGetResponse)
             # A value that grew since the probe answers INVALID_PARAM: probe again.
@@ -187,15 +198,18 @@ class CmapHandle(ServiceHandle):
                 if exc.code is CsErrorCode.INVALID_PARAM:
                     continue
                 raise
-            if full.value_type is None:
-                raise CsError(CsErrorCode.MESSAGE_ERROR, f"cmap GET {key!r} gave no type")
-            try:
-                return CmapTypedValue(
-                    full.value_type, decode_cmap_value_untrusted(full.value_type, full.value)
-                )
-            except MalformedMessage as exc:
-                raise CsError(CsErrorCode.MESSAGE_ERROR, f"bad value of {key!r}: {exc}") from None
+            return self._typed(key, full)
         raise CsError(CsErrorCode.TRY_AGAIN, f"value of {key!r} kept changing while read")
+
+    @staticmethod
+    def _typed(key: str, response: CmapGetResponse) -> CmapTypedValue:
+        if response.value_type is None:
+            raise CsError(CsErrorCode.MESSAGE_ERROR, f"cmap GET {key!r} gave no type")
+        try:
+            value = decode_cmap_value_untrusted(response.value_type, response.value)
+        except MalformedMessage as exc:
+            raise CsError(CsErrorCode.MESSAGE_ERROR, f"bad value of {key!r}: {exc}") from None
+        return CmapTypedValue(response.value_type, value)
 
     def get(self, key: str) -> CmapValue:
         """The value of ``key`` (int, float, str or bytes)."""
