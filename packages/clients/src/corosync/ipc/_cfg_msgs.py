@@ -31,13 +31,16 @@ from corosync._errors import CsError, CsErrorCode, MalformedMessage
 from corosync.ipc._headers import (
     REQUEST_HEADER_SIZE,
     RESPONSE_HEADER_SIZE,
-    RequestHeader,
-    ResponseHeader,
     decode_dispatch_header_untrusted,
     decode_request_header_untrusted,
-    decode_response_header_untrusted,
 )
-from corosync.ipc._response import ResponseBase
+from corosync.ipc._message import (
+    ResponseBase,
+    check_unsigned,
+    decode_response_untrusted,
+    encode_request,
+    encode_response,
+)
 
 __all__ = [
     "CFG_ADDRESS_SIZE",
@@ -101,7 +104,6 @@ CFG_REASON_MAXLEN = 255
 CFG_ADDRESS_SIZE = 16
 """Bytes per address of GET_NODE_ADDRS (``TOTEMIP_ADDRLEN``); IPv4 uses the first 4."""
 
-_UINT32_MAX = 2**32 - 1
 _U32 = struct.Struct("=I")
 _U32_PADDED = struct.Struct("=I4x")
 _U8_PADDED = struct.Struct("=B7x")
@@ -192,24 +194,6 @@ def _encode_c_string(value: str, size: int, what: str) -> bytes:
     return raw
 
 
-def _check_u32(field: str, value: int) -> None:
-    if not 0 <= value <= _UINT32_MAX:
-        raise ValueError(f"{field} {value} does not fit in a uint32")
-
-
-def _check_u8(field: str, value: int) -> None:
-    if not 0 <= value <= 255:
-        raise ValueError(f"{field} {value} does not fit in a uint8")
-
-
-def _request(msg_id: CfgRequestId, body: bytes) -> bytes:
-    return RequestHeader(msg_id, REQUEST_HEADER_SIZE + len(body)).encode() + body
-
-
-def _response(msg_id: int, error: CsErrorCode, body: bytes) -> bytes:
-    return ResponseHeader(msg_id, RESPONSE_HEADER_SIZE + len(body), error).encode() + body
-
-
 # ----------------------------------------------------------------- node status
 
 
@@ -226,7 +210,7 @@ class CfgLinkStatus:
     dst_ipaddr: str = ""
 
     def encode(self) -> bytes:
-        _check_u32("mtu", self.mtu)
+        check_unsigned("mtu", self.mtu, 32)
         return _LINK.pack(
             int(self.enabled),
             int(self.connected),
@@ -276,10 +260,10 @@ class CfgNodeStatus:
     version: int = CFG_NODE_STATUS_V1
 
     def encode(self) -> bytes:
-        _check_u32("nodeid", self.nodeid)
-        _check_u32("version", self.version)
+        check_unsigned("nodeid", self.nodeid, 32)
+        check_unsigned("version", self.version, 32)
         for name in ("onwire_min", "onwire_max", "onwire_ver"):
-            _check_u8(name, getattr(self, name))
+            check_unsigned(name, getattr(self, name), 8)
         head = _NODE_HEAD.pack(
             self.version,
             self.nodeid,
@@ -323,7 +307,7 @@ class CfgRingStatusGetRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.RINGSTATUSGET
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 @attrs.frozen
@@ -333,7 +317,7 @@ class CfgRingReenableRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.RINGREENABLE
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 @attrs.frozen
@@ -345,7 +329,7 @@ class CfgKillNodeRequest:
     reason: str = ""
 
     def encode(self) -> bytes:
-        _check_u32("nodeid", self.nodeid)
+        check_unsigned("nodeid", self.nodeid, 32)
         raw = self.reason.encode()
         if len(raw) > CFG_REASON_MAXLEN:
             raise CsError(
@@ -355,7 +339,7 @@ class CfgKillNodeRequest:
         if b"\0" in raw:
             raise CsError(CsErrorCode.INVALID_PARAM, "kill reason contains NUL")
         # libcfg counts the NUL in cs_name_t.length.
-        return _request(self.REQUEST_ID, _KILL_BODY.pack(self.nodeid, len(raw) + 1, raw))
+        return encode_request(self.REQUEST_ID, _KILL_BODY.pack(self.nodeid, len(raw) + 1, raw))
 
 
 @attrs.frozen
@@ -367,8 +351,8 @@ class CfgTryShutdownRequest:
     flags: int = CfgShutdownFlags.REQUEST
 
     def encode(self) -> bytes:
-        _check_u32("flags", self.flags)
-        return _request(self.REQUEST_ID, _U32_PADDED.pack(self.flags))
+        check_unsigned("flags", self.flags, 32)
+        return encode_request(self.REQUEST_ID, _U32_PADDED.pack(self.flags))
 
 
 @attrs.frozen
@@ -379,8 +363,8 @@ class CfgReplyToShutdownRequest:
     response: int = CfgShutdownReply.YES
 
     def encode(self) -> bytes:
-        _check_u32("response", self.response)
-        return _request(self.REQUEST_ID, _U32_PADDED.pack(self.response))
+        check_unsigned("response", self.response, 32)
+        return encode_request(self.REQUEST_ID, _U32_PADDED.pack(self.response))
 
 
 @attrs.frozen
@@ -391,8 +375,8 @@ class CfgGetNodeAddrsRequest:
     nodeid: int
 
     def encode(self) -> bytes:
-        _check_u32("nodeid", self.nodeid)
-        return _request(self.REQUEST_ID, _U32_PADDED.pack(self.nodeid))
+        check_unsigned("nodeid", self.nodeid, 32)
+        return encode_request(self.REQUEST_ID, _U32_PADDED.pack(self.nodeid))
 
 
 @attrs.frozen
@@ -402,7 +386,7 @@ class CfgLocalGetRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.LOCAL_GET
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 @attrs.frozen
@@ -412,7 +396,7 @@ class CfgReloadConfigRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.RELOAD_CONFIG
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 @attrs.frozen
@@ -422,7 +406,7 @@ class CfgReopenLogFilesRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.REOPEN_LOG_FILES
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 @attrs.frozen
@@ -434,9 +418,9 @@ class CfgNodeStatusGetRequest:
     version: int = CFG_NODE_STATUS_V1
 
     def encode(self) -> bytes:
-        _check_u32("nodeid", self.nodeid)
-        _check_u32("version", self.version)
-        return _request(self.REQUEST_ID, _NODESTATUS_REQ_BODY.pack(self.nodeid, self.version))
+        check_unsigned("nodeid", self.nodeid, 32)
+        check_unsigned("version", self.version, 32)
+        return encode_request(self.REQUEST_ID, _NODESTATUS_REQ_BODY.pack(self.nodeid, self.version))
 
 
 @attrs.frozen
@@ -448,8 +432,8 @@ class CfgTrackStartRequest:
     track_flags: int = 0
 
     def encode(self) -> bytes:
-        _check_u8("track_flags", self.track_flags)
-        return _request(self.REQUEST_ID, _U8_PADDED.pack(self.track_flags))
+        check_unsigned("track_flags", self.track_flags, 8)
+        return encode_request(self.REQUEST_ID, _U8_PADDED.pack(self.track_flags))
 
 
 @attrs.frozen
@@ -459,7 +443,7 @@ class CfgTrackStopRequest:
     REQUEST_ID: ClassVar[CfgRequestId] = CfgRequestId.TRACKSTOP
 
     def encode(self) -> bytes:
-        return _request(self.REQUEST_ID, b"")
+        return encode_request(self.REQUEST_ID, b"")
 
 
 CfgRequest: TypeAlias = (
@@ -546,7 +530,7 @@ class CfgRingReenableResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -557,7 +541,7 @@ class CfgTrackStartResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -568,7 +552,7 @@ class CfgTrackStopResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -579,7 +563,7 @@ class CfgKillNodeResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -590,7 +574,7 @@ class CfgTryShutdownResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -601,7 +585,7 @@ class CfgReplyToShutdownResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -612,7 +596,7 @@ class CfgReloadConfigResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -623,7 +607,7 @@ class CfgReopenLogFilesResponse(_CfgResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -635,8 +619,8 @@ class CfgLocalGetResponse(_CfgResponseBase):
     local_nodeid: int = 0
 
     def encode(self) -> bytes:
-        _check_u32("local_nodeid", self.local_nodeid)
-        return _response(self.RESPONSE_ID, self.error, _U32_PADDED.pack(self.local_nodeid))
+        check_unsigned("local_nodeid", self.local_nodeid, 32)
+        return encode_response(self.RESPONSE_ID, self.error, _U32_PADDED.pack(self.local_nodeid))
 
     @classmethod
     def _from_body(cls, message: bytes) -> CfgLocalGetResponse:
@@ -658,7 +642,7 @@ class CfgNodeStatusGetResponse(_CfgResponseBase):
 
     def encode(self) -> bytes:
         body = self.status.encode() if self.status is not None else bytes(8)
-        return _response(self.RESPONSE_ID, self.error, body)
+        return encode_response(self.RESPONSE_ID, self.error, body)
 
     @classmethod
     def _from_body(cls, message: bytes) -> CfgNodeStatusGetResponse:
@@ -700,9 +684,9 @@ class CfgGetNodeAddrsResponse(_CfgResponseBase):
     def encode(self) -> bytes:
         if self.addresses and self.family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"address family {self.family} is not AF_INET or AF_INET6")
-        _check_u32("family", self.family)
+        check_unsigned("family", self.family, 32)
         raw = b"".join(_address_bytes(self.family, a) for a in self.addresses)
-        return _response(
+        return encode_response(
             self.RESPONSE_ID, self.error, _ADDRS_HEAD.pack(self.family, len(self.addresses)) + raw
         )
 
@@ -751,7 +735,7 @@ class CfgRingStatusGetResponse(_CfgResponseBase):
             )
             for _, status in self.interfaces
         )
-        return _response(
+        return encode_response(
             self.RESPONSE_ID, self.error, _RING_BODY.pack(len(self.interfaces), names, statuses)
         )
 
@@ -804,21 +788,7 @@ def decode_cfg_response_untrusted(message: bytes, expected: type[_R]) -> _R:
     """One whole response to the request the client sent last, decoded as ``expected``
     (e.g. :class:`CfgLocalGetResponse`). A response whose ``error`` is not OK may be a
     bare header of any id; only its error is kept."""
-    header = decode_response_header_untrusted(message)
-    try:
-        error = CsErrorCode(header.error)
-    except ValueError:
-        raise MalformedMessage(f"response error {header.error} is not a cs_error_t") from None
-    if error is not CsErrorCode.OK:
-        result: _R = expected._error_only(error)
-        return result
-    if header.id != expected.RESPONSE_ID:
-        raise MalformedMessage(
-            f"response id {header.id}, expected {int(expected.RESPONSE_ID)} "
-            f"({expected.RESPONSE_ID.name})"
-        )
-    decoded: _R = expected._from_body(message)
-    return decoded
+    return decode_response_untrusted(message, expected)
 
 
 # ------------------------------------------------------------------------- event
@@ -835,8 +805,8 @@ class CfgTestShutdownEvent:
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        _check_u32("flags", self.flags)
-        return _response(self.RESPONSE_ID, self.error, _U32_PADDED.pack(self.flags))
+        check_unsigned("flags", self.flags, 32)
+        return encode_response(self.RESPONSE_ID, self.error, _U32_PADDED.pack(self.flags))
 
 
 def decode_cfg_event_untrusted(message: bytes) -> CfgTestShutdownEvent:

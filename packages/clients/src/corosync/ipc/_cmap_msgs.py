@@ -27,13 +27,16 @@ from corosync._errors import CsError, CsErrorCode, MalformedMessage
 from corosync.ipc._headers import (
     REQUEST_HEADER_SIZE,
     RESPONSE_HEADER_SIZE,
-    RequestHeader,
-    ResponseHeader,
     decode_dispatch_header_untrusted,
     decode_request_header_untrusted,
-    decode_response_header_untrusted,
 )
-from corosync.ipc._response import ResponseBase
+from corosync.ipc._message import (
+    ResponseBase,
+    check_unsigned,
+    decode_response_untrusted,
+    encode_request,
+    encode_response,
+)
 
 __all__ = [
     "CMAP_KEYNAME_MAXLEN",
@@ -81,7 +84,6 @@ _NAME_VALUE_SIZE = 256
 _NAME = struct.Struct(f"=H6x{_NAME_VALUE_SIZE}s")  # mar_name_t, 264 bytes
 _U64 = struct.Struct("=Q")
 _I32 = struct.Struct("=i")
-_UINT64_MAX = 2**64 - 1
 
 CmapValue: TypeAlias = int | float | str | bytes
 """A cmap value in Python: int for the integer types, float, str, bytes for BINARY."""
@@ -292,11 +294,6 @@ def _decode_name(data: bytes, offset: int) -> str:
         raise MalformedMessage("key name is not valid UTF-8") from exc
 
 
-def _check_u64(field: str, value: int) -> None:
-    if not 0 <= value <= _UINT64_MAX:
-        raise ValueError(f"{field} {value} does not fit in a uint64")
-
-
 def _value_type_or_none(raw: int, what: str) -> CmapValueType | None:
     if raw == 0:
         return None
@@ -313,19 +310,11 @@ def _value_type(raw: int, what: str) -> CmapValueType:
     return result
 
 
-def _request(msg_id: CmapRequestId, body: bytes) -> bytes:
-    return RequestHeader(msg_id, REQUEST_HEADER_SIZE + len(body)).encode() + body
-
-
-def _response(msg_id: int, error: CsErrorCode, body: bytes) -> bytes:
-    return ResponseHeader(msg_id, RESPONSE_HEADER_SIZE + len(body), error).encode() + body
-
-
 def encode_error_response(error: CsErrorCode, response_id: int = 0) -> bytes:
     """A bare 24-byte response carrying only ``error``: corosync's answer to a request
     it cannot parse (id 0, INVALID_PARAM) or cannot take now (TRY_AGAIN). Every
     library checks ``error`` first, so it stands in for any response."""
-    return _response(response_id, CsErrorCode(error), b"")
+    return encode_response(response_id, CsErrorCode(error), b"")
 
 
 # ---------------------------------------------------------------------- requests
@@ -349,7 +338,7 @@ class CmapSetRequest:
         fixed = _SET_FIXED.pack(
             _encode_name(self.key), len(self.value), CmapValueType(self.value_type)
         )
-        return _request(CmapRequestId.SET, fixed + self.value)
+        return encode_request(CmapRequestId.SET, fixed + self.value)
 
 
 @attrs.frozen
@@ -359,7 +348,7 @@ class CmapDeleteRequest:
     key: str
 
     def encode(self) -> bytes:
-        return _request(CmapRequestId.DELETE, _encode_name(self.key))
+        return encode_request(CmapRequestId.DELETE, _encode_name(self.key))
 
 
 @attrs.frozen
@@ -371,8 +360,10 @@ class CmapGetRequest:
     value_len: int = 0
 
     def encode(self) -> bytes:
-        _check_u64("value_len", self.value_len)
-        return _request(CmapRequestId.GET, _GET_BODY.pack(_encode_name(self.key), self.value_len))
+        check_unsigned("value_len", self.value_len, 64)
+        return encode_request(
+            CmapRequestId.GET, _GET_BODY.pack(_encode_name(self.key), self.value_len)
+        )
 
 
 @attrs.frozen
@@ -383,7 +374,7 @@ class CmapAdjustIntRequest:
     step: int
 
     def encode(self) -> bytes:
-        return _request(
+        return encode_request(
             CmapRequestId.ADJUST_INT, _ADJUST_BODY.pack(_encode_name(self.key), self.step)
         )
 
@@ -395,7 +386,7 @@ class CmapIterInitRequest:
     prefix: str = ""
 
     def encode(self) -> bytes:
-        return _request(CmapRequestId.ITER_INIT, _encode_name(self.prefix))
+        return encode_request(CmapRequestId.ITER_INIT, _encode_name(self.prefix))
 
 
 @attrs.frozen
@@ -405,8 +396,8 @@ class CmapIterNextRequest:
     iter_handle: int
 
     def encode(self) -> bytes:
-        _check_u64("iter_handle", self.iter_handle)
-        return _request(CmapRequestId.ITER_NEXT, _U64.pack(self.iter_handle))
+        check_unsigned("iter_handle", self.iter_handle, 64)
+        return encode_request(CmapRequestId.ITER_NEXT, _U64.pack(self.iter_handle))
 
 
 @attrs.frozen
@@ -416,8 +407,8 @@ class CmapIterFinalizeRequest:
     iter_handle: int
 
     def encode(self) -> bytes:
-        _check_u64("iter_handle", self.iter_handle)
-        return _request(CmapRequestId.ITER_FINALIZE, _U64.pack(self.iter_handle))
+        check_unsigned("iter_handle", self.iter_handle, 64)
+        return encode_request(CmapRequestId.ITER_FINALIZE, _U64.pack(self.iter_handle))
 
 
 @attrs.frozen
@@ -430,11 +421,11 @@ class CmapTrackAddRequest:
     track_inst_handle: int
 
     def encode(self) -> bytes:
-        _check_u64("track_inst_handle", self.track_inst_handle)
+        check_unsigned("track_inst_handle", self.track_inst_handle, 64)
         body = _TRACK_ADD_BODY.pack(
             _encode_name(self.key), int(self.track_type), self.track_inst_handle
         )
-        return _request(CmapRequestId.TRACK_ADD, body)
+        return encode_request(CmapRequestId.TRACK_ADD, body)
 
 
 @attrs.frozen
@@ -444,8 +435,8 @@ class CmapTrackDeleteRequest:
     track_handle: int
 
     def encode(self) -> bytes:
-        _check_u64("track_handle", self.track_handle)
-        return _request(CmapRequestId.TRACK_DELETE, _U64.pack(self.track_handle))
+        check_unsigned("track_handle", self.track_handle, 64)
+        return encode_request(CmapRequestId.TRACK_DELETE, _U64.pack(self.track_handle))
 
 
 @attrs.frozen
@@ -455,7 +446,7 @@ class CmapSetCurrentMapRequest:
     map: CmapMap = CmapMap.DEFAULT
 
     def encode(self) -> bytes:
-        return _request(CmapRequestId.SET_CURRENT_MAP, _SET_MAP_BODY.pack(CmapMap(self.map)))
+        return encode_request(CmapRequestId.SET_CURRENT_MAP, _SET_MAP_BODY.pack(CmapMap(self.map)))
 
 
 CmapRequest: TypeAlias = (
@@ -557,7 +548,7 @@ class CmapSetResponse(_CmapResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -568,7 +559,7 @@ class CmapDeleteResponse(_CmapResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -579,7 +570,7 @@ class CmapAdjustIntResponse(_CmapResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -590,7 +581,7 @@ class CmapIterFinalizeResponse(_CmapResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 @attrs.frozen
@@ -601,7 +592,7 @@ class CmapSetCurrentMapResponse(_CmapResponseBase):
     error: CsErrorCode = CsErrorCode.OK
 
     def encode(self) -> bytes:
-        return _response(self.RESPONSE_ID, self.error, b"")
+        return encode_response(self.RESPONSE_ID, self.error, b"")
 
 
 _GET_RES_FIXED = struct.Struct("=QB7x")  # value_len, type; value at 40
@@ -630,9 +621,11 @@ class CmapGetResponse(_CmapResponseBase):
             raise ValueError(f"a {len(self.value)}-byte value does not fit in {trailing} bytes")
         if self.value and len(self.value) != self.value_len:
             raise ValueError("value_len must be the length of value")
-        _check_u64("value_len", self.value_len)
+        check_unsigned("value_len", self.value_len, 64)
         fixed = _GET_RES_FIXED.pack(self.value_len, int(self.value_type or 0))
-        return _response(self.RESPONSE_ID, self.error, fixed + self.value.ljust(trailing, b"\0"))
+        return encode_response(
+            self.RESPONSE_ID, self.error, fixed + self.value.ljust(trailing, b"\0")
+        )
 
     @classmethod
     def _from_body(cls, message: bytes) -> CmapGetResponse:
@@ -668,8 +661,8 @@ class CmapIterInitResponse(_CmapResponseBase):
     iter_handle: int = 0
 
     def encode(self) -> bytes:
-        _check_u64("iter_handle", self.iter_handle)
-        return _response(self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.iter_handle))
+        check_unsigned("iter_handle", self.iter_handle, 64)
+        return encode_response(self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.iter_handle))
 
     @classmethod
     def _from_body(cls, message: bytes) -> CmapIterInitResponse:
@@ -693,11 +686,11 @@ class CmapIterNextResponse(_CmapResponseBase):
     value_type: CmapValueType | None = None
 
     def encode(self) -> bytes:
-        _check_u64("value_len", self.value_len)
+        check_unsigned("value_len", self.value_len, 64)
         body = _ITER_NEXT_BODY.pack(
             _encode_name(self.key), self.value_len, int(self.value_type or 0)
         )
-        return _response(self.RESPONSE_ID, self.error, body)
+        return encode_response(self.RESPONSE_ID, self.error, body)
 
     @classmethod
     def _from_body(cls, message: bytes) -> CmapIterNextResponse:
@@ -720,8 +713,8 @@ class CmapTrackAddResponse(_CmapResponseBase):
     track_handle: int = 0
 
     def encode(self) -> bytes:
-        _check_u64("track_handle", self.track_handle)
-        return _response(self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.track_handle))
+        check_unsigned("track_handle", self.track_handle, 64)
+        return encode_response(self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.track_handle))
 
     @classmethod
     def _from_body(cls, message: bytes) -> CmapTrackAddResponse:
@@ -739,8 +732,10 @@ class CmapTrackDeleteResponse(_CmapResponseBase):
     track_inst_handle: int = 0
 
     def encode(self) -> bytes:
-        _check_u64("track_inst_handle", self.track_inst_handle)
-        return _response(self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.track_inst_handle))
+        check_unsigned("track_inst_handle", self.track_inst_handle, 64)
+        return encode_response(
+            self.RESPONSE_ID, self.error, _HANDLE_RES.pack(self.track_inst_handle)
+        )
 
     @classmethod
     def _from_body(cls, message: bytes) -> CmapTrackDeleteResponse:
@@ -771,21 +766,7 @@ def decode_cmap_response_untrusted(message: bytes, expected: type[_R]) -> _R:
     """One whole response to the request the client sent last, decoded as ``expected``
     (e.g. :class:`CmapGetResponse`). A response whose ``error`` is not OK may be a bare
     header of any id; only its error is kept."""
-    header = decode_response_header_untrusted(message)
-    try:
-        error = CsErrorCode(header.error)
-    except ValueError:
-        raise MalformedMessage(f"response error {header.error} is not a cs_error_t") from None
-    if error is not CsErrorCode.OK:
-        result: _R = expected._error_only(error)
-        return result
-    if header.id != expected.RESPONSE_ID:
-        raise MalformedMessage(
-            f"response id {header.id}, expected {int(expected.RESPONSE_ID)} "
-            f"({expected.RESPONSE_ID.name})"
-        )
-    decoded: _R = expected._from_body(message)
-    return decoded
+    return decode_response_untrusted(message, expected)
 
 
 # ------------------------------------------------------------------------- event
@@ -812,7 +793,7 @@ class CmapNotifyEvent:
     old_value: bytes = b""
 
     def encode(self) -> bytes:
-        _check_u64("track_inst_handle", self.track_inst_handle)
+        check_unsigned("track_inst_handle", self.track_inst_handle, 64)
         if self.event not in _EVENT_KINDS:
             raise ValueError(f"a notify event is ADD, DELETE or MODIFY, not {self.event!r}")
         body = _NOTIFY_BODY.pack(
@@ -824,7 +805,9 @@ class CmapNotifyEvent:
             len(self.new_value),
             len(self.old_value),
         )
-        return _response(self.RESPONSE_ID, CsErrorCode.OK, body + self.new_value + self.old_value)
+        return encode_response(
+            self.RESPONSE_ID, CsErrorCode.OK, body + self.new_value + self.old_value
+        )
 
 
 def decode_cmap_notify_event_untrusted(message: bytes) -> CmapNotifyEvent:
