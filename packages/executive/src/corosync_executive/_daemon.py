@@ -198,6 +198,8 @@ class Daemon:
             servers=lambda: tuple(self.servers.values()),
         )
         self.ready = trio.Event()
+        self._sync_started = trio.Event()  # wakes the sync ticker
+        self._exec_counter_keys: dict[tuple[int, int, str], str] = {}
         self._nursery: trio.Nursery | None = None
 
     # ================================================================ ServiceContext
@@ -492,12 +494,14 @@ class Daemon:
 
     async def _sync_ticker(self) -> None:
         """A service may need more sync_process calls than messages arrive (corosync
-        calls it on every token); tick it while a sync runs."""
+        calls it on every token); tick it while a sync runs, sleep otherwise."""
         while True:
-            await trio.sleep(_SYNC_TICK)
-            if self.sync.in_progress:
+            await self._sync_started.wait()
+            while self.sync.in_progress:
+                await trio.sleep(_SYNC_TICK)
                 self.sync.process()
                 self.cmap_service.dispatch_notifications()
+            self._sync_started = trio.Event()
 
     def _on_confchg(self, change: totem.ConfigurationChange) -> None:
         if change.kind is totem.ConfKind.TRANSITIONAL:
@@ -512,6 +516,7 @@ class Daemon:
             service.confchg(change)
         if change.kind is totem.ConfKind.REGULAR:
             self.sync.start(self._transitional, change.members, change.ring_id)
+            self._sync_started.set()
 
     def _deliver_exec(self, sender: int, data: bytes) -> None:
         try:
@@ -536,10 +541,14 @@ class Daemon:
         node.mcast_group([_SYNC_GROUP], payload, totem.Guarantee.AGREED)
 
     def _count_exec(self, service_id: int, function_id: int, direction: str) -> None:
-        service = self._by_id.get(service_id)
-        if service is None:
-            return
-        key = f"runtime.services.{service.name.removeprefix('corosync_')}.{function_id}.{direction}"
+        key = self._exec_counter_keys.get((service_id, function_id, direction))
+        if key is None:
+            service = self._by_id.get(service_id)
+            if service is None:
+                return
+            short = service.name.removeprefix("corosync_")
+            key = f"runtime.services.{short}.{function_id}.{direction}"
+            self._exec_counter_keys[service_id, function_id, direction] = key
         try:
             self.cmap.inc(key, writer=True)
         except CmapError:  # the first message of this function
