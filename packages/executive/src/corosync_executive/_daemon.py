@@ -64,7 +64,7 @@ from corosync_executive._service import (
 from corosync_executive._stats_map import MembersTracker, StatsMap, make_stats_store
 from corosync_executive._sync import SyncEngine
 
-__all__ = ["DEFAULT_STATE_DIR", "Daemon", "ExitStatus", "crypto_config_of"]
+__all__ = ["DEFAULT_STATE_DIR", "Daemon", "ExitStatus", "crypto_config_of", "ring_store"]
 
 DEFAULT_STATE_DIR = "/var/lib/pycorosync"
 _EXEC_GROUP = b"exec"
@@ -101,13 +101,21 @@ class _Stop(Exception):
     """Leave the totem block like a crash (killed, fatal): no clean leave."""
 
 
-def crypto_config_of(config: Config) -> knet.CryptoConfig | None:
-    """knet's crypto from the ``totem`` crypto settings and the key (None: no crypto).
-    Raises ConfigError naming the key file when it cannot be read or is invalid."""
+def ring_store(state_dir: str, nodeid: int) -> totem.FileRingStore:
+    """Where this node's ring sequence number survives restarts (corosync's
+    ``<state_dir>/ringid_<nodeid>``)."""
+    return totem.FileRingStore(os.path.join(state_dir, f"ringid_{nodeid}"))
+
+
+def crypto_config_of(config: Config, *, key: bytes | None = None) -> knet.CryptoConfig | None:
+    """knet's crypto from the ``totem`` crypto settings and the key (read from the
+    config's key or key file unless given; None: no crypto). Raises ConfigError naming
+    the key file when it cannot be read or is invalid."""
     crypto = config.crypto
     if not crypto.enabled:
         return None
-    key = read_key(crypto)
+    if key is None:
+        key = read_key(crypto)
     try:
         return knet.CryptoConfig(key=key)
     except knet.KnetError as exc:
@@ -380,11 +388,9 @@ class Daemon:
         )
         load_config_into_cmap(self.cmap, config)
         self._write_service_keys()
-        crypto = crypto_config_of(config)
-        self._key = read_key(config.crypto) if crypto is not None else None
-        ring_store = totem.FileRingStore(
-            os.path.join(self.state_dir, f"ringid_{config.local_nodeid}")
-        )
+        self._key = read_key(config.crypto) if config.crypto.enabled else None
+        crypto = crypto_config_of(config, key=self._key)
+        store = ring_store(self.state_dir, config.local_nodeid)
         try:
             async with knet.open_handle(
                 config.local_nodeid,
@@ -403,7 +409,7 @@ class Daemon:
                     transport,
                     node_count=len(config.nodes),
                     config=config.totem,
-                    store=ring_store,
+                    store=store,
                     groups=True,
                 ) as node:
                     self.node = node
@@ -626,7 +632,9 @@ class Daemon:
             self._log.error(message, key=key)
         new = plan.config
         try:
-            crypto = crypto_config_of(new) if plan.crypto_changed is not None else None
+            crypto = (
+                crypto_config_of(new, key=plan.new_key) if plan.crypto_changed is not None else None
+            )
             # The token timeout depends on the number of nodes too.
             resized = len(new.nodes) != len(old.nodes)
             if (plan.totem_changed is not None or resized) and self.node is not None:

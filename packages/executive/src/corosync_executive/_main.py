@@ -26,9 +26,21 @@ import totem
 from corosync.ipc import abstract_socket_address
 from corosync_executive._config_parser import DEFAULT_CONFIG_PATH, ConfigError
 from corosync_executive._config_validate import Config
-from corosync_executive._daemon import DEFAULT_STATE_DIR, Daemon, ExitStatus, crypto_config_of
+from corosync_executive._daemon import (
+    DEFAULT_STATE_DIR,
+    Daemon,
+    ExitStatus,
+    crypto_config_of,
+    ring_store,
+)
 from corosync_executive._local import ConfigSource
-from corosync_executive._logging import Blackbox, LogSystem, configure_logging, install_crash_dump
+from corosync_executive._logging import (
+    BLACKBOX_FILE_NAME,
+    Blackbox,
+    LogSystem,
+    configure_logging,
+    install_crash_dump,
+)
 
 __all__ = ["VERSION", "main"]
 
@@ -160,9 +172,8 @@ def _run(
 ) -> int:
     try:
         with _instance_lock(state_dir):
-            ring_file = os.path.join(state_dir, f"ringid_{config.local_nodeid}")
             try:
-                totem.FileRingStore(ring_file).load()  # the daemon's store reads it again
+                ring_store(state_dir, config.local_nodeid).load()  # the daemon's reads again
             except totem.TotemError as exc:
                 return _error(str(exc), ExitStatus.STORE_RINGID, sys.stderr)
             blackbox = Blackbox() if config.logging.blackbox else None
@@ -171,7 +182,7 @@ def _run(
             except (OSError, ValueError) as exc:
                 return _error(f"logging setup failed: {exc}", ExitStatus.LOG_CONFIG, sys.stderr)
             if blackbox is not None:
-                install_crash_dump(blackbox, os.path.join(state_dir, "fdata"))
+                install_crash_dump(blackbox, os.path.join(state_dir, BLACKBOX_FILE_NAME))
             try:
                 return trio.run(
                     _serve, args, source, config, state_dir, log_system, blackbox, ready
