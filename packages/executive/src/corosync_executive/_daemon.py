@@ -350,16 +350,24 @@ class Daemon:
             self._send_crypto_phase(_CRYPTO_CLEANUP)
         elif phase == _CRYPTO_CLEANUP:
             self._crypto_cleanups.add(sender)
-            if self._crypto_cleanups >= set(self._members):
-                old_slot = self._crypto_slot
-                if old_slot:
-                    handle.set_crypto_config(old_slot, None)
-                if new_config is not None:
-                    handle.set_rx_clear_traffic(False)
-                self._crypto_slot = new_slot if new_config is not None else 0
-                self._crypto_pending = None
-                self._crypto_cleanups = set()
-                self._log.info("crypto: key change complete; the old key is gone")
+            self._finish_crypto_change()
+
+    def _finish_crypto_change(self) -> None:
+        """Drop the old key once every member sends with the new one (its CLEANUP)."""
+        handle = self.handle
+        if handle is None or self._crypto_pending is None:
+            return
+        if not self._crypto_cleanups >= set(self._members):
+            return
+        new_slot, new_config = self._crypto_pending
+        if self._crypto_slot:
+            handle.set_crypto_config(self._crypto_slot, None)
+        if new_config is not None:
+            handle.set_rx_clear_traffic(False)
+        self._crypto_slot = new_slot if new_config is not None else 0
+        self._crypto_pending = None
+        self._crypto_cleanups = set()
+        self._log.info("crypto: key change complete; the old key is gone")
 
     # ================================================================ running
 
@@ -516,8 +524,8 @@ class Daemon:
             self._members = change.members
             self._ring_id = change.ring_id
             self.members_tracker.update(self._config, change.members, change.joined, change.left)
-            if self._crypto_pending is not None:
-                self._crypto_cleanups &= set(change.members)
+            # A member that left will send no CLEANUP: the others may be all we wait for.
+            self._finish_crypto_change()
         for service in self.services:
             service.confchg(change)
         if change.kind is totem.ConfKind.REGULAR:
