@@ -491,3 +491,30 @@ async def test_totem_timer_set_in_cmap_changes_this_node_only(lab: LoopbackClust
         assert cluster.daemons[1].node.timers == timers  # type: ignore[union-attr]
         await trio.sleep(1)
         assert all(d.members == (1, 2, 3) for d in cluster.daemons.values())
+
+
+async def test_key_change_completes_when_a_member_leaves_before_its_cleanup(
+    lab: LoopbackCluster,
+) -> None:
+    """Node 3 switches to the new key but dies before its CLEANUP: once the others
+    form a ring without it they drop the old key instead of waiting forever."""
+    async with running_cluster(lab) as cluster:
+        await cluster.wait_for(everyone_sees(cluster, (1, 2, 3)))
+        silent = cluster.daemons[3]
+        send_phase = silent._send_crypto_phase
+        silent._send_crypto_phase = lambda phase: None if phase == 2 else send_phase(phase)  # type: ignore[method-assign]
+        lab.rotate_key()
+
+        def reload() -> None:
+            with cfg.initialize(prefix=lab.prefix(1)) as handle:
+                handle.reload_config()
+
+        await cluster.call(reload)
+        survivors = (cluster.daemons[1], cluster.daemons[2])
+        await cluster.wait_for(lambda: all(d._crypto_cleanups == {1, 2} for d in survivors))
+        assert all(d._crypto_pending is not None for d in survivors)  # waiting for node 3
+        cluster.crash(3)
+        await cluster.wait_for(everyone_sees(cluster, (1, 2)))
+        await cluster.wait_for(
+            lambda: all(d._crypto_pending is None and d._crypto_slot == 2 for d in survivors)
+        )
