@@ -656,6 +656,20 @@ def test_read_only_rules_added_and_removed() -> None:
     assert not any(bare.is_read_only(p + "x") for p in DEFAULT_RO_PREFIXES)
 
 
+def test_writable_prefix_is_an_exception_to_every_read_only_rule() -> None:
+    """A store read-only everywhere but under one prefix (the stats map's stats.clear.)."""
+    store = CmapStore(read_only_defaults=False)
+    store.set_read_only("", prefix=True)
+    store.set_read_only("stats.clear.all")
+    store.set_writable_prefix("stats.clear.")
+    store.set("stats.clear.all", ValueType.STRING, "1")
+    store.set("stats.clear.knet", ValueType.STRING, "1")
+    for key in ("stats.clear", "stats.clea", "stats.knet.x", "other.key"):
+        with pytest.raises(CmapError) as exc_info:
+            store.set(key, ValueType.STRING, "1")
+        assert code_of(exc_info) is CsErrorCode.ACCESS, key
+
+
 # -- tracking ---------------------------------------------------------------------------
 
 ALL = TrackType.ADD | TrackType.MODIFY | TrackType.DELETE

@@ -377,6 +377,7 @@ class CmapStore:
         self._sorted_keys: list[str] = []
         self._ro_prefixes: set[str] = set()
         self._ro_keys: set[str] = set()
+        self._rw_prefixes: set[str] = set()  # exceptions to the read-only rules
         self._tracks: dict[int, _Track] = {}
         self._next_track_handle = 1
         self._generated: dict[str, GeneratedProvider] = {}
@@ -398,8 +399,15 @@ class CmapStore:
         else:
             rules.discard(key)
 
+    def set_writable_prefix(self, prefix: str) -> None:
+        """Let clients write every key starting with ``prefix`` whatever the read-only
+        rules say (e.g. ``stats.clear.`` in the otherwise read-only stats map)."""
+        self._rw_prefixes.add(prefix)
+
     def is_read_only(self, key: str) -> bool:
         """True if clients may not write ``key``."""
+        if any(key.startswith(p) for p in self._rw_prefixes):
+            return False
         return key in self._ro_keys or any(key.startswith(p) for p in self._ro_prefixes)
 
     # -- generated keys -------------------------------------------------------------

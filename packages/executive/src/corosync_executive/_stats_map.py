@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from corosync_executive._cmap_store import (
-    KEY_NAME_CHARS,
     CmapError,
     CmapStore,
     TypedValue,
@@ -207,19 +206,10 @@ _IPC_COUNTERS: Final[Mapping[str, tuple[ValueType, str]]] = {
 
 def make_stats_store() -> CmapStore:
     """An empty stats map: every key read-only for clients (CS_ERR_ACCESS) except
-    those under ``stats.clear.``, which clients may write as in corosync.
-
-    CmapStore's rules have no exceptions, so the read-only set is spelled out: every
-    key that leaves the path ``stats.clear.`` at some character, and each proper
-    prefix of that path as a key of its own.
-    """
+    those under ``stats.clear.``, which clients may write as in corosync."""
     store = CmapStore(read_only_defaults=False)
-    for i, char in enumerate(CLEAR_PREFIX):
-        head = CLEAR_PREFIX[:i]
-        for other in sorted(KEY_NAME_CHARS - {char}):
-            store.set_read_only(head + other, prefix=True)
-        if head:
-            store.set_read_only(head)
+    store.set_read_only("", prefix=True)
+    store.set_writable_prefix(CLEAR_PREFIX)
     return store
 
 
