@@ -31,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+import cfgtool_outputs
 from corosync import CsError, CsErrorCode
 from corosync.cfg import (
     AsyncCfgHandle,
@@ -774,53 +775,15 @@ def test_malformed_exec_messages_are_logged_once_per_sender_at_warning() -> None
 
 # -------------------------------------------------- pycorosync-cfgtool on it
 
-STATUS_OUTPUT = """\
-Local node ID 1, transport knet
-LINK ID 0 udp
-\taddr\t= 10.231.0.1
-\tstatus:
-\t\tnodeid:          1:\tlocalhost
-\t\tnodeid:          2:\tconnected
-\t\tnodeid:          3:\tconnected
-LINK ID 1 udp
-\taddr\t= 10.232.0.1
-\tstatus:
-\t\tnodeid:          1:\tlocalhost
-\t\tnodeid:          2:\tdisconnected
-\t\tnodeid:          3:\tconnected
-"""
-
-BRIEF_OUTPUT = """\
-Local node ID 1, transport knet
-LINK ID 0 udp
-\taddr\t= 10.231.0.1
-\tstatus\t= n33
-LINK ID 1 udp
-\taddr\t= 10.232.0.1
-\tstatus\t= n13
-"""
-
-NODES_OUTPUT = """\
-Local node ID 1, transport knet
-nodeid: 2 reachable
-   LINK: 0 udp (10.231.0.1->10.231.0.2) enabled connected mtu: 1397
-   LINK: 1 udp (10.232.0.1->10.232.0.2) enabled mtu: 1397
-
-nodeid: 3 reachable
-   LINK: 0 udp (10.231.0.1->10.231.0.3) enabled connected mtu: 1397
-   LINK: 1 udp (10.232.0.1->10.232.0.3) enabled connected mtu: 1397
-
-"""
-
 
 async def test_cfgtool_status_views(harness: Harness) -> None:
     """-s, -sb and -n print corosync-cfgtool's text for the fake cluster state."""
-    assert await harness.call(lambda: harness.tool("-s")) == (0, STATUS_OUTPUT, "")
-    assert await harness.call(lambda: harness.tool("-sb")) == (0, BRIEF_OUTPUT, "")
-    assert await harness.call(lambda: harness.tool("-n")) == (0, NODES_OUTPUT, "")
+    assert await harness.call(lambda: harness.tool("-s")) == (0, cfgtool_outputs.STATUS, "")
+    assert await harness.call(lambda: harness.tool("-sb")) == (0, cfgtool_outputs.BRIEF, "")
+    assert await harness.call(lambda: harness.tool("-n")) == (0, cfgtool_outputs.NODES, "")
     assert await harness.call(lambda: harness.tool("-i", "10.231.0.1", "-s")) == (
         0,
-        STATUS_OUTPUT,
+        cfgtool_outputs.STATUS,
         "",
     )
 

@@ -23,6 +23,8 @@ from typing import IO
 
 import pytest
 
+from cfgtool_outputs import BRIEF, NODES, STATUS
+
 pytestmark = pytest.mark.netns
 
 PACKAGES = Path(__file__).resolve().parents[2]
@@ -133,44 +135,6 @@ async def main():
 
 
 trio.run(main)
-"""
-
-STATUS = """\
-Local node ID 1, transport knet
-LINK ID 0 udp
-\taddr\t= 10.231.0.1
-\tstatus:
-\t\tnodeid:          1:\tlocalhost
-\t\tnodeid:          2:\tconnected
-\t\tnodeid:          3:\tconnected
-LINK ID 1 udp
-\taddr\t= 10.232.0.1
-\tstatus:
-\t\tnodeid:          1:\tlocalhost
-\t\tnodeid:          2:\tdisconnected
-\t\tnodeid:          3:\tconnected
-"""
-
-BRIEF = """\
-Local node ID 1, transport knet
-LINK ID 0 udp
-\taddr\t= 10.231.0.1
-\tstatus\t= n33
-LINK ID 1 udp
-\taddr\t= 10.232.0.1
-\tstatus\t= n13
-"""
-
-NODES = """\
-Local node ID 1, transport knet
-nodeid: 2 reachable
-   LINK: 0 udp (10.231.0.1->10.231.0.2) enabled connected mtu: 1397
-   LINK: 1 udp (10.232.0.1->10.232.0.2) enabled mtu: 1397
-
-nodeid: 3 reachable
-   LINK: 0 udp (10.231.0.1->10.231.0.3) enabled connected mtu: 1397
-   LINK: 1 udp (10.232.0.1->10.232.0.3) enabled connected mtu: 1397
-
 """
 
 
