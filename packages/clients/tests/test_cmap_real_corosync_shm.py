@@ -12,112 +12,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
-import textwrap
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import attrs
 import pytest
 
-CLIENTS_SRC = Path(__file__).resolve().parents[1] / "src"
+from real_corosync import Namespace, Result, running_corosync
 
 LINE = re.compile(r"^(\S+) \((i8|u8|i16|u16|i32|u32|i64|u64|flt|dbl|str|bin)\)( = (.*))?$")
 VOLATILE = ("runtime.", "stats.", "resources.")
 INTS = {"i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64"}
 
 
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-@attrs.frozen
-class Namespace:
-    name: str
-    tmp: Path
-
-    def run(self, argv: list[str], stdin: bytes = b"") -> Result:
-        env = dict(os.environ, PYTHONPATH=str(CLIENTS_SRC))
-        env.pop("PYCOROSYNC_IPC_PREFIX", None)
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv],
-            input=stdin,
-            capture_output=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
-
-    def real(self, *args: str) -> Result:
-        return self.run(["corosync-cmapctl", *args])
-
-    def ours(self, *args: str) -> Result:
-        return self.run([sys.executable, "-m", "corosync.tools.cmapctl", *args])
-
-    def python(self, script: str) -> Result:
-        return self.run([sys.executable, "-c", textwrap.dedent(script)])
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "corosync", "corosync-cmapctl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt package iproute2/corosync)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def ns(
     tmp_path_factory: pytest.TempPathFactory, make_corosync_conf: Callable[..., str]
 ) -> Iterator[Namespace]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("corosync-shm")
-    conf = tmp / "corosync.conf"
-    conf.write_text(make_corosync_conf(tmp, "pyshm", {1: ("127.0.0.1",)}, ipc=None))
-    name = f"pyshm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        # corosync refuses to start while another one holds /run/corosync.pid: a private
-        # /run in the mount namespace of `ip netns exec` lets it run beside any other.
-        start = f"mount -t tmpfs pyshm /run && exec corosync -f -c {conf}"
-        with (tmp / "corosync.stderr").open("wb") as log_file:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", name, "sh", "-c", start],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        space = Namespace(name, tmp)
-        deadline = time.monotonic() + 30
-        while space.real("-g", "runtime.votequorum.this_node_id").rc != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (tmp / "corosync.stderr").read_text(errors="replace")
-                pytest.fail(f"corosync did not start (rc {proc.poll()}): {log}")
-            time.sleep(0.2)
+    config = make_corosync_conf(tmp, "pyshm", {1: ("127.0.0.1",)}, ipc=None)
+    with running_corosync(tmp, config, "pyshm") as space:
         yield space
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def _parse(listing: str) -> dict[str, tuple[str, str | None]]:
@@ -210,17 +124,8 @@ def test_cmapctl_over_shm_matches_the_real_tool(ns: Namespace) -> None:
 def test_tracking_over_shm(ns: Namespace) -> None:
     """pycorosync-cmapctl -t prints the changes the real tool makes (events come
     through the event ring and the setup socket)."""
-    env = dict(os.environ, PYTHONPATH=str(CLIENTS_SRC))
-    env.pop("PYCOROSYNC_IPC_PREFIX", None)
     key = "pytest.shmtrack.k"
-    argv = [sys.executable, "-m", "corosync.tools.cmapctl", "-t", key]
-    with subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, *argv],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as proc:
+    with ns.popen_ours("-t", key) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdin is not None

@@ -10,133 +10,28 @@ same effect on cmap.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import attrs
 import pytest
 
-CLIENTS_SRC = Path(__file__).resolve().parents[1] / "src"
+from real_corosync import Namespace, Result, running_corosync
 
 LINE = re.compile(r"^(\S+) \((i8|u8|i16|u16|i32|u32|i64|u64|flt|dbl|str|bin)\)( = .*)?$")
 # Keys whose values may change between two runs of the tools.
 VOLATILE = ("runtime.", "stats.", "resources.")
 
 
-@attrs.frozen
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-@attrs.frozen
-class Namespace:
-    name: str
-    tmp: Path
-
-    def _run(self, argv: list[str], stdin: bytes | None) -> Result:
-        env = dict(os.environ, PYTHONPATH=str(CLIENTS_SRC))
-        env.pop("PYCOROSYNC_IPC_PREFIX", None)
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv],
-            input=stdin if stdin is not None else b"",
-            capture_output=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
-
-    def real(self, *args: str, stdin: bytes | None = None) -> Result:
-        return self._run(["corosync-cmapctl", *args], stdin)
-
-    def ours(self, *args: str, stdin: bytes | None = None) -> Result:
-        result = self._run([sys.executable, "-m", "corosync.tools.cmapctl", *args], stdin)
-        # Our program name in getopt errors and usage, for comparison with the real one.
-        return attrs.evolve(
-            result, err=result.err.replace("pycorosync-cmapctl", "corosync-cmapctl")
-        )
-
-    def python(self, script: str) -> Result:
-        return self._run([sys.executable, "-c", script], None)
-
-    def popen_ours(self, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONPATH=str(CLIENTS_SRC))
-        return subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.name,
-                sys.executable,
-                "-m",
-                "corosync.tools.cmapctl",
-                *args,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace"
-    for tool in ("ip", "corosync", "corosync-cmapctl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt package iproute2/corosync)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def ns(
     tmp_path_factory: pytest.TempPathFactory, make_corosync_conf: Callable[..., str]
 ) -> Iterator[Namespace]:
-    reason = _skip_reason()
-    if reason is not None:
-        pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("corosync")
-    conf = tmp / "corosync.conf"
-    conf.write_text(make_corosync_conf(tmp, "pycmapctl", {1: ("127.0.0.1",)}, ipc="socket"))
-    name = f"pycmap-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
-        # ip netns exec execs corosync: proc.pid is corosync's own pid.
-        with (tmp / "corosync.stderr").open("wb") as log_file:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", name, "corosync", "-f", "-c", str(conf)],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        space = Namespace(name, tmp)
-        deadline = time.monotonic() + 30
-        while space.real("-g", "runtime.votequorum.this_node_id").rc != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (tmp / "corosync.stderr").read_text(errors="replace")
-                pytest.fail(f"corosync did not start (rc {proc.poll()}): {log}")
-            time.sleep(0.2)
+    config = make_corosync_conf(tmp, "pycmapctl", {1: ("127.0.0.1",)}, ipc="socket")
+    with running_corosync(tmp, config, "pycmap") as space:
         yield space
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def _same(a: Result, b: Result) -> None:
